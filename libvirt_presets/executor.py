@@ -1,0 +1,137 @@
+"""Applying a plan: the one module that changes the system.
+
+Order matters: presets for new units first (a new unit's `Also=` may touch an old unit's
+links), then the old units' links are put back, then — on a live host only — one
+daemon-reload and one batch per kind of restart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import report
+from .planner import LinkRepair, LiveActions, Plan, link_repairs, live_actions
+from .snapshot import take_snapshot
+from .systemctl import CommandError, Systemctl
+from .units import SYSTEM, USER
+
+
+@dataclass
+class Outcome:
+    preset: list[str] = field(default_factory=list)
+    repaired: list[LinkRepair] = field(default_factory=list)
+    live: LiveActions | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        report.warn(message)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
+    for scope, user in ((SYSTEM, False), (USER, True)):
+        units = [u.name for u in plan.presets if u.scope == scope]
+        if not units:
+            continue
+        result = systemctl.preset(units, user=user)
+        if result.returncode == 0:
+            for name in units:
+                report.record("preset", name, "done", "new unit" + (" (user, --global)" if user else ""))
+            outcome.preset += units
+            continue
+        for name in units:  # find which unit failed; the others still get their preset
+            single = systemctl.preset([name], user=user)
+            if single.returncode == 0:
+                outcome.preset.append(name)
+                report.record("preset", name, "done", "new unit")
+            else:
+                outcome.warn(f"preset of {name} failed: {_first_line(single.stderr)}")
+
+
+def _inside(root: Path, path: Path) -> bool:
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+
+def apply_link(root: Path, repair: LinkRepair) -> None:
+    """Set or remove one enablement symlink, atomically, without leaving the root."""
+    path = root / repair.link
+    if not _inside(root, path.parent):
+        raise OSError(f"{path.parent} resolves outside {root}")
+    if path.exists() and not path.is_symlink():
+        raise OSError(f"{path} is not a symlink; left alone")
+    if repair.target is None:
+        if path.is_symlink():
+            path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".#{path.name}.libvirt-units")
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(repair.target, tmp)
+    os.replace(tmp, path)
+
+
+def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> None:
+    """Put the links of every pre-existing unit back as they were before the transaction."""
+    if not plan.kept:
+        return
+    now = take_snapshot(root).links
+    for repair in link_repairs(plan.kept_links, now, set(plan.kept)):
+        what = f"{repair.link} -> {repair.target}" if repair.target else f"removed {repair.link}"
+        try:
+            apply_link(root, repair)
+        except OSError as exc:
+            outcome.warn(f"cannot restore {repair.link}: {exc}")
+            continue
+        outcome.repaired.append(repair)
+        report.record("restore", os.path.basename(repair.link), what,
+                      "enablement changed during the transaction; put back as the admin left it")
+
+
+def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, outcome: Outcome) -> None:  # noqa: ANN001
+    """One call for the batch; if it fails, retry unit by unit so one bad unit spoils nothing."""
+    if not units:
+        return
+    trigger = {**plan.restarts, **plan.reloads}
+    try:
+        result = call(list(units))
+        if result.returncode == 0:
+            for unit in units:
+                report.record(kind, unit, "done", f"{trigger.get(unit)} changed", trigger.get(unit))
+            return
+        for unit in units:
+            single = call([unit])
+            if single.returncode == 0:
+                report.record(kind, unit, "done", f"{trigger.get(unit)} changed", trigger.get(unit))
+            else:
+                outcome.warn(f"{kind} of {unit} failed: {_first_line(single.stderr)}")
+    except CommandError as exc:
+        outcome.warn(f"{kind} of {' '.join(units)} failed: {exc}")
+
+
+def apply_live(plan: Plan, systemctl: Systemctl, active_before: dict[str, bool],
+               began_usec: int, outcome: Outcome) -> None:
+    """One daemon-reload, then one try-restart and one try-reload-or-restart batch."""
+    if plan.daemon_reload or outcome.repaired or outcome.preset:
+        result = systemctl.daemon_reload()
+        if result.returncode != 0:
+            outcome.warn(f"daemon-reload failed: {_first_line(result.stderr)}")
+    services = sorted(set(plan.restarts) | set(plan.reloads))
+    if not services:
+        return
+    actions = live_actions(plan, active_before, systemctl.show(services), began_usec)
+    outcome.live = actions
+    for unit, why in actions.skipped.items():
+        report.record("skip", unit, "not restarted", why, {**plan.restarts, **plan.reloads}.get(unit))
+    _batch("restart", actions.try_restart, plan, systemctl.try_restart, outcome)
+    _batch("reload", actions.try_reload, plan, systemctl.try_reload_or_restart, outcome)
+    _batch("start", actions.start, plan, systemctl.start, outcome)

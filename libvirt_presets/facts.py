@@ -1,0 +1,76 @@
+"""What the transaction does, as plain data: which packages come and go, and their files.
+
+Front ends (the dnf 4 plugin, the standalone CLI around rpm) fill these records; the planner
+reads only these, never dnf or rpm objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .units import SYSTEM, VENDOR_DIRS, UnitKey, is_valid_unit_name
+
+INSTALL = "install"
+UPGRADE = "upgrade"
+DOWNGRADE = "downgrade"
+REINSTALL = "reinstall"
+OBSOLETE = "obsolete"  # an incoming package that replaces another name
+ERASE = "erase"  # outgoing: removed, upgraded, downgraded, reinstalled or obsoleted
+INBOUND = (INSTALL, UPGRADE, DOWNGRADE, REINSTALL, OBSOLETE)
+
+
+@dataclass(frozen=True)
+class PackageChange:
+    name: str
+    nevra: str
+    action: str
+    files: frozenset[str] = frozenset()
+    # False when rpm reported this element as failed: act only on what really changed
+    done: bool = True
+
+    @property
+    def inbound(self) -> bool:
+        return self.action in INBOUND
+
+
+@dataclass(frozen=True)
+class TransactionFacts:
+    changes: tuple[PackageChange, ...] = ()
+    # unit -> nevra of the installed package that owned it before the transaction
+    owners_before: dict[UnitKey, str] = field(default_factory=dict)
+
+    @property
+    def incoming(self) -> tuple[PackageChange, ...]:
+        return tuple(c for c in self.changes if c.inbound)
+
+    def units_shipped(self) -> dict[UnitKey, PackageChange]:
+        """Units whose vendor file an incoming package carries, with that package."""
+        shipped: dict[UnitKey, PackageChange] = {}
+        for change in self.incoming:
+            for key in units_in_files(change.files):
+                shipped.setdefault(key, change)
+        return shipped
+
+    def with_done(self, done_nevras: set[str] | None) -> TransactionFacts:
+        if done_nevras is None:
+            return self
+        changes = tuple(
+            PackageChange(c.name, c.nevra, c.action, c.files, c.nevra in done_nevras)
+            for c in self.changes
+        )
+        return TransactionFacts(changes, self.owners_before)
+
+
+def units_in_files(files: frozenset[str] | set[str] | list[str]) -> set[UnitKey]:
+    """Unit files among absolute paths from an rpm header."""
+    prefixes = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}
+    found: set[UnitKey] = set()
+    for path in files:
+        head, _, name = path.rpartition("/")
+        scope = prefixes.get(head + "/")
+        if scope and is_valid_unit_name(name):
+            found.add(UnitKey(scope, name))
+    return found
+
+
+__all__ = ["PackageChange", "TransactionFacts", "units_in_files", "SYSTEM"]

@@ -1,0 +1,224 @@
+"""The decisions: which units get a preset, whose links are held, what is restarted.
+
+Pure functions of facts (snapshots, transaction records, config, live unit state) to plans.
+This is the one place to read to learn *why* the plugin did something to a unit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+from .config import NEVER, RELOAD, Config
+from .facts import ERASE, TransactionFacts
+from .snapshot import Snapshot, link_units, links_of
+from .units import SYSTEM, UnitKey
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """One report row: what happens to a unit and why."""
+
+    unit: UnitKey
+    package_before: str | None
+    package_after: str | None
+    actions: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    presets: tuple[UnitKey, ...] = ()
+    # pre-existing managed units whose enablement must end exactly as before
+    kept: tuple[UnitKey, ...] = ()
+    # the enablement links of `kept` before the transaction: the state to restore
+    kept_links: dict[str, str] = field(default_factory=dict)
+    # restart candidates: service -> package that triggered it
+    restarts: dict[str, str] = field(default_factory=dict)
+    reloads: dict[str, str] = field(default_factory=dict)
+    daemon_reload: bool = False
+    rows: tuple[UnitPlan, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.presets or self.kept or self.restarts or self.reloads or self.daemon_reload)
+
+
+def _trigger_matches(pattern: str, change_name: str, files: frozenset[str]) -> bool:
+    if pattern.startswith("/"):
+        return any(fnmatch.fnmatchcase(f, pattern) for f in files)
+    return fnmatch.fnmatchcase(change_name, pattern)
+
+
+def plan_transaction(
+    before: Snapshot,
+    units_after: set[UnitKey] | dict[UnitKey, str],
+    tx: TransactionFacts,
+    config: Config,
+) -> Plan:
+    """Decide presets, held enablement and restart candidates for one transaction.
+
+    A unit is new when its file was absent before and is present after, whichever package
+    ships it: moves between packages, renames, reinstalls and downgrades are not new.
+    """
+    scope = config.scope
+    units_before = set(before.units)
+    after = set(units_after)
+    managed = scope.select(units_before | after)
+    new_units = sorted(u for u in managed if u in after and u not in units_before)
+    kept = sorted(u for u in managed if u in after and u in units_before)
+    gone = sorted(u for u in managed if u in units_before and u not in after)
+
+    shipped = tx.units_shipped()
+    done = [c for c in tx.changes if c.done]
+    restarts: dict[str, str] = {}
+    reloads: dict[str, str] = {}
+    reasons: dict[UnitKey, list[str]] = {}
+    actions: dict[UnitKey, list[str]] = {}
+
+    def note(unit: UnitKey, action: str, reason: str) -> None:
+        actions.setdefault(unit, []).append(action)
+        reasons.setdefault(unit, []).append(reason)
+
+    presets = tuple(new_units) if config.presets else ()
+    for unit in new_units:
+        src = shipped.get(unit)
+        by = f" (shipped by {src.nevra})" if src else ""
+        if config.presets:
+            note(unit, "preset", f"new unit: no {unit.name} file before the transaction{by}")
+        else:
+            note(unit, "none", "new unit, but presets = no in the configuration")
+    held = tuple(kept) if config.presets else ()
+    for unit in held:
+        if unit in shipped:
+            note(unit, "keep", "unit existed before the transaction: enablement kept as the admin left it")
+    for unit in gone:
+        note(unit, "none", "unit file removed by the transaction")
+
+    # Restart candidates: a pre-existing, still present service whose package changed...
+    candidates: dict[str, str] = {}
+    for unit, change in shipped.items():
+        if change.done and unit.scope == SYSTEM and unit in kept and unit.name.endswith(".service"):
+            candidates.setdefault(unit.name, change.nevra)
+    # ...or one named by a configured trigger (package glob or file glob).
+    for pattern, services in config.triggers.items():
+        for change in done:
+            if change.action == ERASE and any(c.name == change.name and c.inbound for c in done):
+                continue  # the upgrade's outgoing half: the incoming half already counts
+            if _trigger_matches(pattern, change.name, change.files):
+                for service in services:
+                    key = UnitKey(SYSTEM, service)
+                    if key in units_before and key in after:
+                        candidates.setdefault(service, change.nevra)
+    if config.restarts:
+        for service, trigger in sorted(candidates.items()):
+            key = UnitKey(SYSTEM, service)
+            policy = config.policy(service)
+            if policy == NEVER:
+                note(key, "none", f"{trigger} changed, but the policy for {service} is never")
+            elif policy == RELOAD:
+                reloads[service] = trigger
+                note(key, "reload", f"{trigger} changed; policy reload (keeps its file descriptors)")
+            else:
+                restarts[service] = trigger
+                note(key, "restart", f"{trigger} changed")
+
+    unit_files_changed = bool(new_units or gone or shipped)
+    def owner_after(u: UnitKey) -> str | None:
+        if u in shipped:
+            return shipped[u].nevra
+        return tx.owners_before.get(u) if u in after else None
+
+    rows = tuple(
+        UnitPlan(
+            unit=u,
+            package_before=tx.owners_before.get(u),
+            package_after=owner_after(u),
+            actions=tuple(actions[u]),
+            reasons=tuple(reasons[u]),
+        )
+        for u in sorted(actions)
+    )
+    return Plan(
+        presets=presets,
+        kept=held,
+        kept_links=links_of(before.links, set(held)),
+        restarts=restarts,
+        reloads=reloads,
+        daemon_reload=unit_files_changed,
+        rows=rows,
+    )
+
+
+@dataclass(frozen=True)
+class LinkRepair:
+    """Make `link` point at `target`, or remove it when `target` is None."""
+
+    link: str
+    target: str | None
+
+
+def link_repairs(wanted: dict[str, str], now: dict[str, str], units: set[UnitKey]) -> list[LinkRepair]:
+    """Links to change so the enablement of `units` is exactly `wanted` again."""
+    repairs = [LinkRepair(link, target) for link, target in wanted.items() if now.get(link) != target]
+    repairs += [
+        LinkRepair(link, None)
+        for link, target in now.items()
+        if link not in wanted and link_units(link, target) & units
+    ]
+    return sorted(repairs, key=lambda r: r.link)
+
+
+class UnitStateLike(Protocol):
+    """What live_actions reads of a unit's manager state (systemctl.UnitState has it)."""
+
+    load_state: str
+    active_state: str
+    active_enter_usec: int
+    type: str
+    refuse_manual_stop: bool
+
+
+@dataclass(frozen=True)
+class LiveActions:
+    """What to ask the running manager for, after the transaction."""
+
+    try_restart: tuple[str, ...] = ()
+    try_reload: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)  # service -> why not
+
+
+def live_actions(plan: Plan, active_before: dict[str, bool], after: Mapping[str, UnitStateLike],
+                 transaction_began_usec: int) -> LiveActions:
+    """Filter restart/reload candidates by what the manager says now.
+
+    Stopped units are never started, except one the transaction itself stopped (an old
+    package's `%preun disable --now` during a rename); a unit a scriptlet already restarted
+    during the transaction (active since after the transaction began) is not restarted again.
+    """
+    restart: list[str] = []
+    reload: list[str] = []
+    start: list[str] = []
+    skipped: dict[str, str] = {}
+    for service in sorted(set(plan.restarts) | set(plan.reloads)):
+        st = after.get(service)
+        if st is None or st.load_state != "loaded":
+            skipped[service] = "not loaded by the manager"
+        elif st.type == "oneshot":
+            skipped[service] = "oneshot unit: never restarted"
+        elif st.refuse_manual_stop:
+            skipped[service] = "RefuseManualStop=yes: never restarted"
+        elif st.active_state not in ("active", "reloading", "activating"):
+            if active_before.get(service):
+                start.append(service)
+            else:
+                skipped[service] = "not running: left stopped"
+        elif st.active_enter_usec > transaction_began_usec:
+            skipped[service] = "already restarted during the transaction"
+        elif service in plan.reloads:
+            reload.append(service)
+        else:
+            restart.append(service)
+    return LiveActions(tuple(restart), tuple(reload), tuple(start), skipped)

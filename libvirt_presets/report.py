@@ -1,0 +1,48 @@
+"""Where actions are told: dnf's logger for the admin at the terminal, the journal for later.
+
+Journal entries carry UNIT=, ACTION=, TRIGGER_PACKAGE= so `journalctl ACTION=restart` finds
+every restart the plugin ever did.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("dnf.plugin.libvirt-units")
+
+try:  # systemd-python; absent in minimal roots and on non-systemd hosts
+    from systemd import journal as _journal
+except ImportError:  # pragma: no cover - depends on the machine
+    _journal = None
+
+IDENTIFIER = "libvirt-units"
+
+
+def record(action: str, unit: str, result: str, reason: str, trigger: str | None = None,
+           level: int = logging.INFO) -> None:
+    """One action on one unit: a log line and a structured journal entry."""
+    log.log(level, "libvirt-units: %s %s: %s (%s)", action, unit, result, reason)
+    if _journal is None:
+        return
+    fields = {"UNIT": unit, "ACTION": action, "RESULT": result, "REASON": reason,
+              "SYSLOG_IDENTIFIER": IDENTIFIER, "PRIORITY": str(_journal_priority(level))}
+    if trigger:
+        fields["TRIGGER_PACKAGE"] = trigger
+    try:
+        _journal.send(f"{action} {unit}: {result} ({reason})", **fields)
+    except OSError:  # no journald listening (containers, chroots): the log line is enough
+        pass
+
+
+def warn(message: str) -> None:
+    """A problem the admin should see, as one line; never raises."""
+    log.warning("libvirt-units: %s", message)
+    if _journal is not None:
+        try:
+            _journal.send(message, SYSLOG_IDENTIFIER=IDENTIFIER, PRIORITY="4")
+        except OSError:
+            pass
+
+
+def _journal_priority(level: int) -> int:
+    return 4 if level >= logging.WARNING else 6 if level >= logging.INFO else 7

@@ -1,0 +1,64 @@
+"""Facts from rpm: who owns a unit file before the transaction, what an incoming package ships.
+
+File lists come from rpm headers (the rpmdb, and the downloaded package files), never from
+repository metadata: dnf >= 4.19 no longer loads filelists by default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from .units import UnitKey
+
+
+def _ts(root: Path):  # noqa: ANN202 - rpm has no type stubs
+    import rpm
+
+    ts = rpm.TransactionSet(str(root))
+    # headers of downloaded packages were verified by dnf already; we only read file lists
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    return ts
+
+
+def nevra(hdr) -> str:  # noqa: ANN001
+    epoch = hdr["epoch"]
+    evr = f"{epoch}:" if epoch else ""
+    return f"{hdr['name']}-{evr}{hdr['version']}-{hdr['release']}.{hdr['arch'] or 'noarch'}"
+
+
+def owners(root: Path, units: dict[UnitKey, str]) -> dict[UnitKey, str]:
+    """Owning package (NEVRA) of each unit file, looked up in the root's rpmdb."""
+    found: dict[UnitKey, str] = {}
+    if not units:
+        return found
+    ts = _ts(root)
+    for key, rel in units.items():
+        for path in _path_variants("/" + rel):
+            for hdr in ts.dbMatch("basenames", path):
+                found[key] = nevra(hdr)
+                break
+            if key in found:
+                break
+    ts.closeDB()
+    return found
+
+
+def _path_variants(path: str) -> Iterable[str]:
+    """A merged-/usr root has one file that packages may list under /lib or /usr/lib."""
+    yield path
+    if path.startswith("/usr/lib/"):
+        yield path[len("/usr"):]
+    elif path.startswith("/lib/"):
+        yield "/usr" + path
+
+
+def package_files(root: Path, package_file: str) -> tuple[str, str, frozenset[str]]:
+    """(name, nevra, files) from a package file's header."""
+    import rpm
+
+    ts = _ts(root)
+    with open(package_file, "rb") as fd:
+        hdr = ts.hdrFromFdno(fd.fileno())
+    files = frozenset(f.name for f in rpm.files(hdr))
+    return hdr["name"], nevra(hdr), files

@@ -1,0 +1,107 @@
+"""Unit names, unit scopes and where systemd keeps unit files and enablement links.
+
+Everything here is pure: names in, answers out. The unit-name grammar is the filter that
+keeps hostile names (spaces, quotes, `$()`, leading `-`, slashes) away from systemctl.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple
+
+SYSTEM = "system"
+USER = "user"
+
+# Vendor unit directories, relative to the root, per scope. /lib is listed for
+# non-merged-/usr roots; a merged root's /lib resolves to /usr/lib and is read once.
+VENDOR_DIRS = {
+    SYSTEM: ("usr/lib/systemd/system", "lib/systemd/system"),
+    USER: ("usr/lib/systemd/user",),
+}
+# Where `systemctl enable/disable/mask` put their symlinks (admin state).
+ENABLEMENT_DIRS = {
+    SYSTEM: "etc/systemd/system",
+    USER: "etc/systemd/user",
+}
+
+UNIT_TYPES = (
+    "service", "socket", "device", "mount", "automount", "swap",
+    "target", "path", "timer", "slice", "scope",
+)
+_UNIT_RE = re.compile(
+    r"^(?P<prefix>[A-Za-z0-9:_.\\-]+?)(?:@(?P<instance>[A-Za-z0-9:_.\\-]*))?"
+    r"\.(?P<type>" + "|".join(UNIT_TYPES) + r")$"
+)
+UNIT_NAME_MAX = 255
+
+# The libvirt daemons whose units the plugin manages by default.
+LIBVIRT_DAEMONS = (
+    "libvirtd", "virtproxyd", "virtlogd", "virtlockd",
+    "virtqemud", "virtlxcd", "virtxend", "virtchd", "virtvboxd", "virtvzd", "virtbhyved",
+    "virtnetworkd", "virtnwfilterd", "virtstoraged", "virtnodedevd", "virtsecretd",
+    "virtinterfaced",
+)
+DAEMON_UNIT_SUFFIXES = (
+    ".service", ".socket", "-ro.socket", "-admin.socket", "-tls.socket", "-tcp.socket",
+)
+DEFAULT_UNIT_GLOBS = tuple(
+    d + s for d in LIBVIRT_DAEMONS for s in DAEMON_UNIT_SUFFIXES
+) + ("libvirt-guests.service",)
+
+
+class UnitKey(NamedTuple):
+    """A unit as systemd sees it: the same name in the system and user scope are two units."""
+
+    scope: str
+    name: str
+
+    def __str__(self) -> str:
+        return self.name if self.scope == SYSTEM else f"{self.name} (user)"
+
+
+def is_valid_unit_name(name: str) -> bool:
+    """systemd's unit-name grammar (unit_name_is_valid): no spaces, quotes, slashes, `$`."""
+    if not name or len(name) > UNIT_NAME_MAX or name.startswith("-"):
+        return False
+    m = _UNIT_RE.match(name)
+    return bool(m) and not m.group("prefix").startswith("@")
+
+
+def template_of(name: str) -> str | None:
+    """`foo@bar.service` -> `foo@.service`; None for a name that is not an instance."""
+    m = _UNIT_RE.match(name)
+    if not m or not m.group("instance"):
+        return None
+    return f"{m.group('prefix')}@.{m.group('type')}"
+
+
+def is_glob_valid(pattern: str) -> bool:
+    """A scope glob may use `*`, `?` and `[...]`; the rest must be unit-name characters."""
+    if not pattern or pattern.startswith("-"):
+        return False
+    if pattern.count("[") != pattern.count("]"):
+        return False
+    return re.fullmatch(r"[A-Za-z0-9:_.\\@*?\[\]!-]+", pattern) is not None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which units the plugin manages: globs over unit names (both system and user scope)."""
+
+    globs: tuple[str, ...] = DEFAULT_UNIT_GLOBS
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, UnitKey):
+            name = name.name
+        if not isinstance(name, str):
+            return False
+        names = [name]
+        template = template_of(name)
+        if template:
+            names.append(template)
+        return any(fnmatch.fnmatchcase(n, g) for n in names for g in self.globs)
+
+    def select(self, units: Iterable[UnitKey]) -> set[UnitKey]:
+        return {u for u in units if u in self}
