@@ -118,7 +118,7 @@ def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, outcome: Outcome
         outcome.warn(f"{kind} of {' '.join(units)} failed: {exc}")
 
 
-def apply_live(plan: Plan, systemctl: Systemctl, active_before: dict[str, bool],
+def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, str],
                began_usec: int, outcome: Outcome) -> None:
     """One daemon-reload, then one try-restart and one try-reload-or-restart batch."""
     if plan.daemon_reload or outcome.repaired or outcome.preset:
@@ -128,7 +128,7 @@ def apply_live(plan: Plan, systemctl: Systemctl, active_before: dict[str, bool],
     services = sorted(set(plan.restarts) | set(plan.reloads))
     if not services:
         return
-    actions = live_actions(plan, active_before, systemctl.show(services), began_usec)
+    actions = live_actions(plan, invocations_before, systemctl.show(services), began_usec)
     outcome.live = actions
     for unit, why in actions.skipped.items():
         report.record("skip", unit, "not restarted", why, {**plan.restarts, **plan.reloads}.get(unit))

@@ -178,6 +178,7 @@ class UnitStateLike(Protocol):
     active_enter_usec: int
     type: str
     refuse_manual_stop: bool
+    invocation_id: str
 
 
 @dataclass(frozen=True)
@@ -190,13 +191,14 @@ class LiveActions:
     skipped: dict[str, str] = field(default_factory=dict)  # service -> why not
 
 
-def live_actions(plan: Plan, active_before: dict[str, bool], after: Mapping[str, UnitStateLike],
+def live_actions(plan: Plan, invocations_before: Mapping[str, str], after: Mapping[str, UnitStateLike],
                  transaction_began_usec: int) -> LiveActions:
     """Filter restart/reload candidates by what the manager says now.
 
     Stopped units are never started, except one the transaction itself stopped (an old
-    package's `%preun disable --now` during a rename); a unit a scriptlet already restarted
-    during the transaction (active since after the transaction began) is not restarted again.
+    package's `%preun disable --now` during a rename). A unit that a scriptlet started or
+    restarted during the transaction (new invocation ID, or active since after the
+    transaction began) already runs the new code and is not restarted again.
     """
     restart: list[str] = []
     reload: list[str] = []
@@ -211,12 +213,13 @@ def live_actions(plan: Plan, active_before: dict[str, bool], after: Mapping[str,
         elif st.refuse_manual_stop:
             skipped[service] = "RefuseManualStop=yes: never restarted"
         elif st.active_state not in ("active", "reloading", "activating"):
-            if active_before.get(service):
+            if service in invocations_before:
                 start.append(service)
             else:
                 skipped[service] = "not running: left stopped"
-        elif st.active_enter_usec > transaction_began_usec:
-            skipped[service] = "already restarted during the transaction"
+        elif (invocations_before.get(service) != st.invocation_id
+              or st.active_enter_usec > transaction_began_usec):
+            skipped[service] = "already (re)started during the transaction"
         elif service in plan.reloads:
             reload.append(service)
         else:

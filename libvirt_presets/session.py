@@ -17,9 +17,8 @@ from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
 from .planner import Plan, plan_transaction
-from .snapshot import Snapshot, take_snapshot
+from .snapshot import Snapshot, read_invocations, take_snapshot
 from .systemctl import Systemctl
-from .units import SYSTEM
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
 
@@ -54,7 +53,8 @@ class Pending:
     live: bool
     before: Snapshot
     facts: TransactionFacts
-    active_before: dict[str, bool]
+    # unit -> invocation ID of the units active before rpm ran (live hosts only)
+    invocations_before: dict[str, str]
     began_usec: int
 
 
@@ -65,13 +65,9 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
         report.warn(problem)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
-    active_before: dict[str, bool] = {}
-    if live and config.restarts:
-        services = sorted(u.name for u in managed if u.scope == SYSTEM and u.name.endswith(".service"))
-        states = Systemctl(root).show(services)
-        active_before = {name: st.active_state == "active" for name, st in states.items()}
+    invocations = read_invocations(root) if live and config.restarts else {}
     began = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    return Pending(root, config, live, before, facts, active_before, began)
+    return Pending(root, config, live, before, facts, invocations, began)
 
 
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
@@ -89,5 +85,5 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     apply_presets(plan, systemctl, outcome)
     hold_enablement(plan, pending.root, outcome)
     if pending.live and pending.config.restarts:
-        apply_live(plan, systemctl, pending.active_before, pending.began_usec, outcome)
+        apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome)
     return outcome

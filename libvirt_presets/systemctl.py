@@ -57,14 +57,18 @@ class UnitState:
     type: str = ""
     refuse_manual_stop: bool = False
     main_pid: int = 0
+    invocation_id: str = ""
 
 
 SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "ActiveEnterTimestampMonotonic",
-                   "Type", "RefuseManualStop", "MainPID")
+                   "Type", "RefuseManualStop", "MainPID", "InvocationID")
 
 
 def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
-    """`systemctl show -p ... a b c` prints one block per unit, in argument order."""
+    """`systemctl show -p ... a b c` prints one block per unit, in argument order.
+
+    Inside a block the properties come in systemd's own order, not the `-p` order.
+    """
     blocks = [b for b in text.strip().split("\n\n") if b.strip()] if text.strip() else []
     states: dict[str, UnitState] = {}
     for name, block in zip(names, blocks):
@@ -74,6 +78,7 @@ def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
         st.active_state = props.get("ActiveState", "")
         st.type = props.get("Type", "")
         st.refuse_manual_stop = props.get("RefuseManualStop", "no") == "yes"
+        st.invocation_id = props.get("InvocationID", "")
         try:
             st.active_enter_usec = int(props.get("ActiveEnterTimestampMonotonic", "0") or 0)
             st.main_pid = int(props.get("MainPID", "0") or 0)

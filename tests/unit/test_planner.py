@@ -182,25 +182,27 @@ def test_file_glob_trigger():
 
 
 def state(name: str, active: str = "active", enter: int = 100, type_: str = "simple",
-          refuse: bool = False) -> UnitState:
-    return UnitState(name, "loaded", active, enter, type_, refuse)
+          refuse: bool = False, invocation: str = "") -> UnitState:
+    return UnitState(name, "loaded", active, enter, type_, refuse, 0, invocation or f"id-{name}")
 
 
 def test_live_actions_filter_by_manager_state():
     plan = Plan(restarts={s: "p" for s in ("a.service", "b.service", "c.service", "d.service",
-                                           "e.service", "f.service", "g.service")},
+                                           "e.service", "f.service", "g.service", "h.service")},
                 reloads={"virtlogd.service": "p"})
     after = {
         "a.service": state("a.service"),
         "b.service": state("b.service", active="inactive"),  # stopped before and after
-        "c.service": state("c.service", enter=5000),  # restarted by a scriptlet
+        "c.service": state("c.service", enter=5000),  # restarted by a scriptlet (time)
+        "h.service": state("h.service", invocation="new"),  # restarted by a scriptlet (id)
         "d.service": state("d.service", type_="oneshot"),
         "e.service": state("e.service", refuse=True),
         "f.service": state("f.service", active="inactive"),  # stopped by %preun during a rename
         "virtlogd.service": state("virtlogd.service"),
     }
-    acts = live_actions(plan, {"f.service": True, "b.service": False}, after, transaction_began_usec=1000)
+    before = {s: f"id-{s}" for s in after if s not in ("b.service",)}
+    acts = live_actions(plan, before, after, transaction_began_usec=1000)
     assert acts.try_restart == ("a.service",)
     assert acts.try_reload == ("virtlogd.service",)
     assert acts.start == ("f.service",)
-    assert set(acts.skipped) == {"b.service", "c.service", "d.service", "e.service", "g.service"}
+    assert set(acts.skipped) == {"b.service", "c.service", "d.service", "e.service", "g.service", "h.service"}
