@@ -7,6 +7,7 @@ daemon-reload and one batch per kind of restart.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,19 +41,25 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
         units = [u.name for u in plan.presets if u.scope == scope]
         if not units:
             continue
+        reason = "new unit" + (" (user unit: --global)" if user else "")
         result = systemctl.preset(units, user=user)
         if result.returncode == 0:
+            done = units
+        else:  # find which unit failed; the others still get their preset
+            done = []
             for name in units:
-                report.record("preset", name, "done", "new unit" + (" (user, --global)" if user else ""))
-            outcome.preset += units
-            continue
-        for name in units:  # find which unit failed; the others still get their preset
-            single = systemctl.preset([name], user=user)
-            if single.returncode == 0:
-                outcome.preset.append(name)
-                report.record("preset", name, "done", "new unit")
-            else:
-                outcome.warn(f"preset of {name} failed: {_first_line(single.stderr)}")
+                single = systemctl.preset([name], user=user)
+                if single.returncode == 0:
+                    done.append(name)
+                else:
+                    outcome.warn(f"preset of {name} failed: {_first_line(single.stderr)}")
+        for name in done:
+            report.record("preset", name, "done", reason, level=logging.DEBUG)
+        outcome.preset += done
+        if done:
+            report.log.info("libvirt-units: applied presets to %d new %sunit(s): %s",
+                            len(done), "user " if user else "", " ".join(done))
+
 
 
 def _inside(root: Path, path: Path) -> bool:
