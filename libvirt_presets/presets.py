@@ -1,0 +1,549 @@
+"""What `systemctl preset` will do to a unit, predicted from the preset files of a root.
+
+This mirrors systemd 252 (src/shared/install.c: read_presets, query_presets,
+pattern_match_multiple_instances) so the plugin can explain a preset before it runs it.
+Differences from intuition that we reproduce on purpose, all checked against systemctl 252:
+
+- No matching rule, and no preset files at all, both mean *enable*.
+- There is no `ignore` verb before systemd 254; it is a bad line there. Bad lines are skipped
+  one at a time, the rest of the file still counts.
+- A bare `enable` line makes systemctl 252 dereference a NULL pattern: every unit that reaches
+  that line crashes the whole `systemctl preset` call, so nothing changes (decision "ignore").
+- Globs are glibc fnmatch(3) with only FNM_NOESCAPE: `*` and `?` also match `@` and `.`,
+  `\\` is literal, `[^...]` negates like `[!...]`.
+- `enable foo@.service a b` covers `foo@.service` (enabling foo@a and foo@b instead of the
+  template's DefaultInstance=) and the instances foo@a/foo@b, nothing else; plain
+  `enable foo@.service` covers the template only, never its instances.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .units import SYSTEM, UNIT_TYPES, USER
+
+# The directories systemd reads, highest priority first (CONF_PATHS / CONF_PATHS_USR in
+# src/basic/def.h). Builds with split-usr (Debian 12 and older) also read /lib for the system
+# scope, never for the user scope.
+PRESET_DIRS = {
+    SYSTEM: (
+        "/etc/systemd/system-preset",
+        "/run/systemd/system-preset",
+        "/usr/local/lib/systemd/system-preset",
+        "/usr/lib/systemd/system-preset",
+    ),
+    USER: (
+        "/etc/systemd/user-preset",
+        "/run/systemd/user-preset",
+        "/usr/local/lib/systemd/user-preset",
+        "/usr/lib/systemd/user-preset",
+    ),
+}
+SPLIT_USR_DIR = "/lib/systemd/system-preset"
+
+ENABLE = "enable"
+DISABLE = "disable"
+IGNORE = "ignore"
+
+NO_RULE_REASON = "no preset rule matches: systemd's default is enable"
+BARE_ENABLE = ("`enable` without a unit name: systemctl 252 crashes (SIGSEGV) on any unit that reaches "
+               "this line, and the whole `systemctl preset` call changes nothing")
+BAD_LINE = "couldn't parse {line}; systemd ignores this line"
+IGNORE_VERB = "`ignore` needs systemd 254; systemd 252 cannot parse {line} and ignores this line"
+NOT_A_TEMPLATE = "instance names after {name!r}, which is not a template; systemd ignores this line"
+REFUSED = "{path}: {why}: `systemctl preset` fails and changes nothing"
+
+# read_line() refuses lines this long (LONG_LINE_MAX), and read_presets() then fails outright.
+LONG_LINE_MAX = 1024 * 1024
+# chase_symlinks() gives up after this many hops (CHASE_SYMLINKS_MAX).
+SYMLINK_HOPS_MAX = 32
+UNIT_NAME_MAX = 256
+# wctype(3) names valid in the C locale, with the ASCII members of each class.
+_CHAR_CLASSES = {
+    "alnum": str.isalnum, "alpha": str.isalpha, "blank": " \t".__contains__,
+    "cntrl": lambda c: ord(c) < 32 or ord(c) == 127, "digit": str.isdigit,
+    "graph": lambda c: 33 <= ord(c) <= 126, "lower": str.islower,
+    "print": lambda c: 32 <= ord(c) <= 126,
+    "punct": lambda c: 33 <= ord(c) <= 126 and not c.isalnum(),
+    "space": " \t\n\r\v\f".__contains__, "upper": str.isupper,
+    "xdigit": "0123456789abcdefABCDEF".__contains__,
+}
+_CHAR_CLASS_NAME_MAX = 2048  # glibc's CHARCLASS_NAME_MAX
+_WHITESPACE = " \t\n\r"  # systemd's WHITESPACE; Python's str.split() knows many more
+_VALID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_.\\@")
+_LINE = re.compile(r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?")
+
+
+@dataclass(frozen=True)
+class PresetRule:
+    """One `enable`/`disable` line, and where it is, so a decision can point at it."""
+
+    action: str
+    pattern: str
+    instances: tuple[str, ...]
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        words = " ".join((self.action, self.pattern, *self.instances)).rstrip()
+        return f"`{words}` in {self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class PresetDecision:
+    """What `systemctl preset UNIT` does, and the rule that says so.
+
+    `instances` are the instance units enabled in place of a template; empty means the unit
+    itself (for a template: its DefaultInstance=, if it has one). "ignore" means systemctl
+    changes nothing; `problem` says why.
+    """
+
+    unit: str
+    action: str
+    rule: PresetRule | None
+    instances: tuple[str, ...] = ()
+    problem: str = ""
+
+    @property
+    def reason(self) -> str:
+        if self.problem:
+            return self.problem
+        return str(self.rule) if self.rule else NO_RULE_REASON
+
+
+@dataclass(frozen=True)
+class PresetSet:
+    """All rules of one scope in the order systemd tries them; the first match wins.
+
+    `fatal` is set when systemctl would refuse every preset of this scope (it cannot read a
+    preset file); `problems` also lists the lines it skips.
+    """
+
+    rules: tuple[PresetRule, ...]
+    problems: tuple[str, ...]
+    fatal: str = ""
+
+    def decide(self, unit_name: str) -> PresetDecision:
+        """The first rule that matches decides; ValueError for a name systemd refuses too."""
+        if not _is_unit_name(unit_name):
+            raise ValueError(f"not a unit name: {unit_name!r}")  # systemd: EINVAL
+        if self.fatal:
+            return PresetDecision(unit_name, IGNORE, None, problem=self.fatal)
+        for rule in self.rules:
+            if rule.action == ENABLE and not rule.pattern:
+                return PresetDecision(unit_name, IGNORE, rule, problem=f"{rule}: {BARE_ENABLE}")
+            instances = _instances_matched(rule, unit_name)
+            if instances is None and not glob_match(rule.pattern, unit_name):
+                continue
+            if rule.action == ENABLE:
+                return PresetDecision(unit_name, ENABLE, rule, instances or ())
+            return PresetDecision(unit_name, DISABLE, rule)
+        return PresetDecision(unit_name, ENABLE, None)
+
+
+def parse_preset_text(text: str, path: str) -> tuple[list[PresetRule], list[str]]:
+    """The rules of one preset file, and a "PATH:LINE: ..." note for each line systemd skips."""
+    rules, problems, _ = _parse(text, path)
+    return rules, problems
+
+
+def load_presets(root: Path, scope: str, *, split_usr: bool = True) -> PresetSet:
+    """The preset rules systemd reads for `scope` ("system" or "user") in `root`.
+
+    `split_usr`: also read /lib/systemd/system-preset, as split-usr builds of systemd do
+    (Debian 12). It makes no difference on a merged-/usr root, where /lib is /usr/lib.
+    Symlinks are followed inside the root; `systemctl --root` follows a preset file's absolute
+    symlink on the host instead, which only differs for links that are neither dangling nor
+    /dev/null.
+    """
+    if scope not in PRESET_DIRS:
+        raise ValueError(f"unknown scope {scope!r}")
+    dirs = PRESET_DIRS[scope] + ((SPLIT_USR_DIR,) if split_usr and scope == SYSTEM else ())
+    rules: list[PresetRule] = []
+    problems: list[str] = []
+    for path in _preset_files(root, dirs):
+        try:
+            text = _read_preset_file(root, path)
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            fatal = REFUSED.format(path=path, why=why)
+            return PresetSet(tuple(rules), tuple(problems + [fatal]), fatal)
+        file_rules, file_problems, fatal = _parse(text, path)
+        rules += file_rules
+        problems += file_problems
+        if fatal:
+            return PresetSet(tuple(rules), tuple(problems), fatal)
+    return PresetSet(tuple(rules), tuple(problems))
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    """glibc `fnmatch(pattern, name, FNM_NOESCAPE) == 0` in the C locale.
+
+    Python's fnmatch differs: it has no `[^...]`, no `[[:alpha:]]`, and reads unterminated or
+    odd brackets differently. Ranges compare code points.
+    """
+    pat = pattern.split("\0", 1)[0] + "\0"  # C strings end at the first NUL
+    text = name.split("\0", 1)[0]
+    memo: dict[tuple[int, int], bool] = {}
+
+    def match_from(pi: int, ni: int) -> bool:
+        key = (pi, ni)
+        if key not in memo:
+            memo[key] = _match_from(pat, text, pi, ni, match_from)
+        return memo[key]
+
+    return match_from(0, 0)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _parse(text: str, path: str) -> tuple[list[PresetRule], list[str], str]:
+    rules: list[PresetRule] = []
+    problems: list[str] = []
+    pos = 0
+    number = 0
+    while pos < len(text):
+        m = _LINE.match(text, pos)
+        pos = m.end()
+        raw = m.group(1)
+        number += 1
+        if len(raw) >= LONG_LINE_MAX // 4 and _byte_length(raw) >= LONG_LINE_MAX:
+            fatal = REFUSED.format(path=f"{path}:{number}", why="line longer than 1 MiB")
+            return rules, problems + [fatal], fatal
+        line = raw.strip(_WHITESPACE)
+        if not line or line[0] in "#;":
+            continue
+        rule, problem = _parse_line(line, path, number)
+        if rule:
+            rules.append(rule)
+        if problem:
+            problems.append(f"{path}:{number}: {problem}")
+    return rules, problems, ""
+
+
+def _parse_line(line: str, path: str, number: int) -> tuple[PresetRule | None, str]:
+    shown = repr(line if len(line) <= 80 else line[:77] + "...")
+    argument = _after_word(line, ENABLE)
+    if argument is not None:
+        if not argument:
+            return PresetRule(ENABLE, "", (), path, number), BARE_ENABLE
+        name, *instances = re.split(r"[ \t]+", argument)  # stripped: no empty words
+        if instances and not _is_unit_name(name, template=True):
+            return None, NOT_A_TEMPLATE.format(name=name)
+        return PresetRule(ENABLE, name, tuple(instances), path, number), ""
+    argument = _after_word(line, DISABLE)
+    if argument is not None:
+        # systemd keeps the whole rest of the line as the pattern, spaces included.
+        return PresetRule(DISABLE, argument, (), path, number), ""
+    if _after_word(line, IGNORE) is not None:
+        return None, IGNORE_VERB.format(line=shown)
+    return None, BAD_LINE.format(line=shown)
+
+
+def _after_word(line: str, word: str) -> str | None:
+    """systemd's first_word(): `word` then whitespace or the end; what follows it, or None."""
+    if not line.startswith(word):
+        return None
+    rest = line[len(word):]
+    if rest and rest[0] not in _WHITESPACE:
+        return None
+    return rest.lstrip(_WHITESPACE)
+
+
+def _byte_length(text: str) -> int:
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return len(text.encode("utf-8", "surrogatepass"))
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def _preset_files(root: Path, dirs: tuple[str, ...]) -> list[str]:
+    """Every preset file (path inside the root) that counts, in the order systemd reads them."""
+    chosen: dict[str, str] = {}
+    for directory in dirs:
+        try:
+            names = [entry.name for entry in os.scandir(_resolve_in_root(root, directory))]
+        except OSError:
+            continue  # systemd skips a missing or unreadable directory too
+        for name in names:
+            if name.startswith(".") or not name.endswith(".preset") or name in chosen:
+                continue
+            # A same-named file in a higher-priority directory wins, whatever it is: a
+            # /dev/null or dangling symlink reads as nothing and so masks the lower one.
+            chosen[name] = f"{directory}/{name}"
+    return [chosen[name] for name in sorted(chosen, key=os.fsencode)]
+
+
+def _read_preset_file(root: Path, path: str) -> str:
+    """The file's text; "" for one that reads as empty or is gone; OSError where systemd fails."""
+    real = _resolve_in_root(root, path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return ""
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if stat.S_ISCHR(st.st_mode):
+        return ""  # /dev/null
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    return real.read_bytes().decode("utf-8", "surrogateescape")
+
+
+def _resolve_in_root(root: Path, path: str) -> Path:
+    """`path` with symlinks followed as if `root` were `/`: absolute targets stay inside."""
+    root = Path(root)
+    todo = [p for p in path.split("/") if p][::-1]
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = root.joinpath(*done, part)
+        if not here.is_symlink():
+            done.append(part)
+            continue
+        hops += 1
+        if hops > SYMLINK_HOPS_MAX:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        target = os.readlink(here)
+        if target.startswith("/"):
+            done = []
+        todo.extend(p for p in reversed(target.split("/")) if p)
+    return root.joinpath(*done)
+
+
+# --- unit names ----------------------------------------------------------------------------
+
+
+def _is_unit_name(name: str, template: bool = False) -> bool:
+    """systemd's unit_name_is_valid(): any kind, or (template=True) templates only.
+
+    Wider than units.is_valid_unit_name (which also refuses a leading `-` and `@` in
+    instances): what systemd accepts is what it matches.
+    """
+    if not name or len(name) >= UNIT_NAME_MAX:
+        return False
+    dot = name.rfind(".")
+    if dot <= 0 or name[dot + 1:] not in UNIT_TYPES:
+        return False
+    if not _VALID_CHARS.issuperset(name[:dot]) or name[0] == "@":
+        return False
+    at = name.find("@")
+    return not template or at + 1 == dot
+
+
+def _instances_matched(rule: PresetRule, unit_name: str) -> tuple[str, ...] | None:
+    """pattern_match_multiple_instances(): None if the rule's instance list does not apply.
+
+    For the template: the instance units to enable, unless one of them is not a valid name,
+    in which case systemd drops the list and the rule can only match the template by name.
+    For an instance: () if its instance is in the list.
+    """
+    if not rule.instances or "@" not in unit_name:
+        return None
+    at = unit_name.index("@")
+    dot = unit_name.rindex(".")
+    if unit_name[:at + 1] + unit_name[dot:] != rule.pattern:
+        return None
+    instance = unit_name[at + 1:dot]
+    if instance:
+        return () if instance in rule.instances else None
+    names = tuple(unit_name[:at + 1] + i + unit_name[dot:] for i in rule.instances)
+    if all(_is_unit_name(n) for n in names):
+        return names
+    return None
+
+
+# --- glibc fnmatch -------------------------------------------------------------------------
+# The pattern ends in a "\0" sentinel so that reading past the end behaves like C.
+# A bracket expression either says where the pattern goes on (an index) or one of these:
+_NO_MATCH = -1  # the name's character does not match here
+_LITERAL = -2  # unterminated: the `[` is an ordinary character after all
+
+
+def _match_from(pat: str, text: str, pi: int, ni: int, again: Callable[[int, int], bool]) -> bool:
+    end = len(text)
+    while pat[pi] != "\0":
+        c = pat[pi]
+        pi += 1
+        if c == "?":
+            if ni == end:
+                return False
+            ni += 1
+        elif c == "*":
+            while pat[pi] in ("?", "*"):
+                if pat[pi] == "?":
+                    if ni == end:
+                        return False
+                    ni += 1
+                pi += 1
+            if pat[pi] == "\0":
+                return True
+            first = pat[pi]
+            return any((first == "[" or text[k] == first) and again(pi, k) for k in range(ni, end))
+        elif c == "[":
+            if ni == end:
+                return False
+            result = _bracket(pat, pi, text[ni])
+            if result == _NO_MATCH:
+                return False
+            if result == _LITERAL:
+                if text[ni] != "[":
+                    return False
+            else:
+                pi = result
+            ni += 1
+        else:
+            if ni == end or text[ni] != c:
+                return False
+            ni += 1
+    return ni == end
+
+
+def _bracket(pat: str, p: int, ch: str) -> int:
+    """Match `ch` against the bracket expression after the `[` at p-1.
+
+    Returns where the pattern goes on, _NO_MATCH or _LITERAL, as glibc 2.36's fnmatch_loop.c
+    decides it (C locale: no collating names, code-point ranges).
+    """
+    negated = pat[p] in ("!", "^")  # `^` too, unless POSIXLY_CORRECT is set
+    if negated:
+        p += 1
+    c = pat[p]
+    p += 1
+    while True:
+        if c == "[" and pat[p] == ":":
+            name_end = _class_name_end(pat, p)
+            if name_end == -2:
+                return _NO_MATCH
+            if name_end >= 0:
+                test = _CHAR_CLASSES.get(pat[p + 1:name_end])
+                if test is None:
+                    return _NO_MATCH
+                p = name_end + 2
+                if ord(ch) < 128 and test(ch):
+                    return _skip_rest(pat, p, negated)
+                c = pat[p]
+                p += 1
+                if c == "]":
+                    break
+                continue
+            # not a class name: the `[` is an ordinary member
+        elif c == "[" and pat[p] == "=":
+            if pat[p + 1] != "\0" and pat[p + 2] == "=" and pat[p + 3] == "]":
+                if ch == pat[p + 1]:
+                    return _skip_rest(pat, p + 4, negated)
+                p += 4
+                c = pat[p]
+                p += 1
+                if c == "]":
+                    break
+                continue
+        elif c == "\0":
+            return _LITERAL
+        if c == "[" and pat[p] == ".":
+            close = _symbol_end(pat, p)
+            if close < 0 or close != p + 2:
+                return _NO_MATCH  # unterminated, or not exactly one character
+            low = pat[p + 1]
+            p = close + 2
+            ranged = pat[p] == "-" and pat[p + 1] != "\0"
+        else:
+            low = c
+            ranged = pat[p] == "-" and pat[p + 1] not in ("\0", "]")
+        if not ranged and ch == low:
+            return _skip_rest(pat, p, negated)
+        c = pat[p]
+        p += 1
+        if c == "-" and pat[p] != "]":
+            high = pat[p]
+            p += 1
+            if high == "[" and pat[p] == ".":
+                close = _symbol_end(pat, p)
+                if close < 0 or close != p + 2:
+                    return _NO_MATCH
+                high = pat[p + 1]
+                p = close + 2
+            elif high == "\0":
+                return _NO_MATCH
+            if low <= ch <= high:
+                return _skip_rest(pat, p, negated)
+            c = pat[p]
+            p += 1
+        if c == "]":
+            break
+    return p if negated else _NO_MATCH
+
+
+def _class_name_end(pat: str, p: int) -> int:
+    """For `[:` at p-1: index of the closing `:]`, -1 if this is no class name, -2 if too long."""
+    q = p
+    while True:
+        if q - p == _CHAR_CLASS_NAME_MAX:
+            return -2
+        q += 1
+        if pat[q] == ":" and pat[q + 1] == "]":
+            return q
+        if not "a" <= pat[q] < "z":
+            return -1
+
+
+def _symbol_end(pat: str, p: int) -> int:
+    """For `[.` at p-1: index of the closing `.]`, or -1 if the pattern ends first."""
+    q = p
+    while True:
+        q += 1
+        if pat[q] == "\0":
+            return -1
+        if pat[q] == "." and pat[q + 1] == "]":
+            return q
+
+
+def _skip_rest(pat: str, p: int, negated: bool) -> int:
+    """After a member matched: find the closing `]` the way glibc skips (it is stricter)."""
+    while True:
+        c = pat[p]
+        p += 1
+        if c == "]":
+            break
+        if c == "\0":
+            return _LITERAL
+        if c == "[" and pat[p] == ":":
+            q = p
+            count = 0
+            while True:
+                q += 1
+                count += 1
+                if count == _CHAR_CLASS_NAME_MAX:
+                    return _NO_MATCH
+                if pat[q] == ":" and pat[q + 1] == "]":
+                    p = q + 2
+                    break
+                if not "a" <= pat[q] < "z":
+                    break
+        elif c == "[" and pat[p] == "=":
+            if pat[p + 1] == "\0" or pat[p + 2] != "=" or pat[p + 3] != "]":
+                return _NO_MATCH
+            p += 4
+        elif c == "[" and pat[p] == ".":
+            close = _symbol_end(pat, p)
+            if close < 0:
+                return _NO_MATCH
+            p = close + 2
+    return _NO_MATCH if negated else p

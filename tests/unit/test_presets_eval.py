@@ -1,0 +1,328 @@
+"""The preset evaluator on its own: parsing, precedence, globs and templates as systemd 252 has them.
+
+The glob matcher is checked against the C library's own fnmatch(3) when that is glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from libvirt_presets.presets import (
+    LONG_LINE_MAX,
+    NO_RULE_REASON,
+    PresetRule,
+    PresetSet,
+    glob_match,
+    load_presets,
+    parse_preset_text,
+)
+from libvirt_presets.units import SYSTEM, USER
+
+VENDOR = "/usr/lib/systemd/system-preset"
+ETC = "/etc/systemd/system-preset"
+
+
+def rules_of(text: str, path: str = f"{VENDOR}/50-test.preset") -> PresetSet:
+    rules, problems = parse_preset_text(text, path)
+    return PresetSet(tuple(rules), tuple(problems))
+
+
+def write(root: Path, path: str, text: str) -> None:
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+
+def test_no_preset_files_means_enable(tmp_path: Path) -> None:
+    decision = load_presets(tmp_path, SYSTEM).decide("virtproxyd.socket")
+    assert (decision.action, decision.rule, decision.reason) == ("enable", None, NO_RULE_REASON)
+
+
+def test_no_matching_rule_means_enable() -> None:
+    decision = rules_of("disable foo.service\n").decide("virtproxyd.socket")
+    assert decision.action == "enable" and decision.reason == NO_RULE_REASON
+
+
+def test_first_matching_line_wins() -> None:
+    presets = rules_of("enable virtproxyd.socket\ndisable virt*\nenable *\n")
+    assert presets.decide("virtproxyd.socket").action == "enable"
+    assert presets.decide("virtqemud.socket").action == "disable"
+    assert presets.decide("libvirtd.service").action == "enable"
+
+
+def test_reason_names_the_line() -> None:
+    path = f"{VENDOR}/80-libvirt.preset"
+    decision = rules_of("# libvirt\n\nenable virtproxyd.socket\n", path).decide("virtproxyd.socket")
+    assert decision.reason == f"`enable virtproxyd.socket` in {path}:3"
+    assert decision.rule == PresetRule("enable", "virtproxyd.socket", (), path, 3)
+
+
+def test_star_and_question_mark_cross_at_and_dot() -> None:
+    presets = rules_of("disable *-tls.socket\ndisable virt?roxyd*\nenable foo*\n")
+    assert presets.decide("virtqemud-tls.socket").action == "disable"
+    assert presets.decide("virtproxyd@x.socket").rule.line == 2
+    assert presets.decide("foo@bar.baz.service").rule.line == 3
+
+
+def test_brackets_follow_glibc() -> None:
+    presets = rules_of("disable [ab].service\ndisable [^c]x.service\ndisable [[:digit:]]*.socket\n")
+    assert presets.decide("a.service").action == "disable"
+    assert presets.decide("c.service").action == "enable"
+    assert presets.decide("dx.service").action == "disable"  # `^` negates, as in glibc
+    assert presets.decide("cx.service").action == "enable"
+    assert presets.decide("9p.socket").action == "disable"
+
+
+def test_backslash_is_a_literal_character() -> None:
+    presets = rules_of("disable a\\x2db.service\n")
+    assert presets.decide("a\\x2db.service").action == "disable"
+    assert presets.decide("ax2db.service").action == "enable"
+
+
+def test_template_rule_with_instances_enables_those_instances() -> None:
+    presets = rules_of("enable foo@.service a b\ndisable foo@*\n")
+    template = presets.decide("foo@.service")
+    assert template.action == "enable"
+    assert template.instances == ("foo@a.service", "foo@b.service")
+    assert presets.decide("foo@a.service").action == "enable"
+    assert presets.decide("foo@a.service").instances == ()
+    assert presets.decide("foo@c.service").rule.line == 2
+
+
+def test_template_rule_without_instances_covers_only_the_template() -> None:
+    presets = rules_of("enable foo@.service\ndisable *\n")
+    assert presets.decide("foo@.service").action == "enable"
+    assert presets.decide("foo@.service").instances == ()
+    assert presets.decide("foo@a.service").action == "disable"
+
+
+def test_invalid_instance_name_drops_the_list() -> None:
+    presets = rules_of("enable foo@.service a b,c\ndisable *\n")
+    template = presets.decide("foo@.service")
+    assert (template.action, template.instances) == ("enable", ())
+    assert presets.decide("foo@a.service").action == "enable"
+
+
+def test_instances_after_a_plain_unit_skip_the_line() -> None:
+    presets = rules_of("enable foo.service bar\ndisable *\n")
+    assert presets.decide("foo.service").action == "disable"
+    assert presets.problems == (f"{VENDOR}/50-test.preset:1: instance names after 'foo.service', which is "
+                                "not a template; systemd ignores this line",)
+
+
+def test_disable_pattern_keeps_the_rest_of_the_line() -> None:
+    presets = rules_of("disable foo.service bar\n")
+    assert presets.rules[0].pattern == "foo.service bar"
+    assert presets.decide("foo.service").action == "enable"
+
+
+def test_ignore_verb_is_a_bad_line_in_systemd_252() -> None:
+    presets = rules_of("ignore foo.service\ndisable foo.service\n")
+    assert presets.decide("foo.service").action == "disable"
+    assert "`ignore` needs systemd 254" in presets.problems[0]
+
+
+def test_bad_lines_are_skipped_one_by_one() -> None:
+    presets = rules_of("enable\tfoo.service\nEnable bar.service\nenablebar.service\nbogus\ndisable bar.service\n")
+    assert presets.decide("foo.service").action == "enable"
+    assert presets.decide("bar.service").rule.line == 5
+    assert [p.split(": ", 1)[0] for p in presets.problems] == [f"{VENDOR}/50-test.preset:{n}" for n in (2, 3, 4)]
+
+
+def test_bare_enable_line_changes_nothing() -> None:
+    presets = rules_of("disable a.service\nenable\n")
+    assert presets.decide("a.service").action == "disable"
+    crashed = presets.decide("b.service")
+    assert crashed.action == "ignore" and "crashes" in crashed.reason
+    assert crashed.rule is not None and crashed.rule.line == 2
+
+
+def test_comments_blank_lines_and_surrounding_whitespace() -> None:
+    presets = rules_of("  # comment\n; also a comment\n\t\n \tdisable a.service \t\n")
+    assert presets.decide("a.service").rule.line == 4
+    assert presets.problems == ()
+
+
+@pytest.mark.parametrize("text, line", [
+    ("\n\ndisable a.service", 3),
+    ("\r\n\r\ndisable a.service", 3),
+    ("\r\rdisable a.service", 3),
+    ("\n\r\n\rdisable a.service", 3),
+    ("\n\r\0\ndisable a.service", 3),
+    ("x\0disable a.service", 2),
+])
+def test_line_endings_count_like_systemd(text: str, line: int) -> None:
+    assert rules_of(text).decide("a.service").rule.line == line
+
+
+def test_invalid_unit_name_is_refused() -> None:
+    with pytest.raises(ValueError):
+        rules_of("").decide("foo bar.service")
+
+
+def test_systemd_accepts_names_units_py_refuses() -> None:
+    assert rules_of("disable -.slice\n").decide("-.slice").action == "disable"
+    assert rules_of("disable a@b@c.service\n").decide("a@b@c.service").action == "disable"
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def test_files_are_read_in_name_order_across_directories(tmp_path: Path) -> None:
+    write(tmp_path, f"{VENDOR}/90-default.preset", "disable *\n")
+    write(tmp_path, "/run/systemd/system-preset/10-run.preset", "enable a.service\n")
+    write(tmp_path, f"{ETC}/50-admin.preset", "enable b.service\n")
+    presets = load_presets(tmp_path, SYSTEM)
+    assert presets.decide("a.service").rule.path == "/run/systemd/system-preset/10-run.preset"
+    assert presets.decide("b.service").rule.path == f"{ETC}/50-admin.preset"
+    assert presets.decide("c.service").action == "disable"
+
+
+def test_higher_directory_masks_same_name(tmp_path: Path) -> None:
+    write(tmp_path, f"{VENDOR}/50-x.preset", "disable a.service\ndisable b.service\n")
+    write(tmp_path, "/usr/local/lib/systemd/system-preset/50-x.preset", "disable b.service\n")
+    presets = load_presets(tmp_path, SYSTEM)
+    assert presets.decide("a.service").action == "enable"
+    assert presets.decide("b.service").rule.path == "/usr/local/lib/systemd/system-preset/50-x.preset"
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "/does/not/exist"])
+def test_symlink_to_nothing_masks(tmp_path: Path, target: str) -> None:
+    write(tmp_path, f"{VENDOR}/50-x.preset", "disable a.service\n")
+    (tmp_path / ETC.lstrip("/")).mkdir(parents=True)
+    os.symlink(target, tmp_path / ETC.lstrip("/") / "50-x.preset")
+    assert load_presets(tmp_path, SYSTEM).decide("a.service").action == "enable"
+
+
+def test_absolute_symlinks_stay_inside_the_root(tmp_path: Path) -> None:
+    write(tmp_path, "/srv/shared.preset", "disable a.service\n")
+    (tmp_path / ETC.lstrip("/")).mkdir(parents=True)
+    os.symlink("/srv/shared.preset", tmp_path / ETC.lstrip("/") / "50-x.preset")
+    assert load_presets(tmp_path, SYSTEM).decide("a.service").action == "disable"
+
+
+def test_only_visible_preset_files_count(tmp_path: Path) -> None:
+    write(tmp_path, f"{VENDOR}/.50-hidden.preset", "disable a.service\n")
+    write(tmp_path, f"{VENDOR}/50-x.preset.rpmnew", "disable a.service\n")
+    write(tmp_path, f"{VENDOR}/50-x.presets", "disable a.service\n")
+    assert load_presets(tmp_path, SYSTEM).decide("a.service").action == "enable"
+
+
+def test_lib_is_read_last_on_split_usr_roots(tmp_path: Path) -> None:
+    write(tmp_path, "/lib/systemd/system-preset/10-lib.preset", "disable a.service\n")
+    write(tmp_path, f"{VENDOR}/50-x.preset", "enable a.service\n")
+    assert load_presets(tmp_path, SYSTEM).decide("a.service").action == "disable"
+    assert load_presets(tmp_path, SYSTEM, split_usr=False).decide("a.service").action == "enable"
+
+
+def test_merged_usr_lib_is_not_read_twice(tmp_path: Path) -> None:
+    write(tmp_path, f"{VENDOR}/50-x.preset", "disable a.service\n")
+    os.symlink("usr/lib", tmp_path / "lib")
+    assert len(load_presets(tmp_path, SYSTEM).rules) == 1
+
+
+def test_user_scope_reads_user_preset_dirs(tmp_path: Path) -> None:
+    write(tmp_path, "/usr/lib/systemd/user-preset/50-x.preset", "disable a.service\n")
+    write(tmp_path, f"{VENDOR}/50-y.preset", "disable b.service\n")
+    write(tmp_path, "/lib/systemd/user-preset/50-z.preset", "disable c.service\n")
+    presets = load_presets(tmp_path, USER)
+    assert [r.pattern for r in presets.rules] == ["a.service"]
+
+
+def test_directory_named_preset_makes_systemctl_refuse(tmp_path: Path) -> None:
+    write(tmp_path, f"{VENDOR}/10-x.preset", "disable a.service\n")
+    (tmp_path / VENDOR.lstrip("/") / "20-dir.preset").mkdir()
+    presets = load_presets(tmp_path, SYSTEM)
+    assert presets.fatal and "Is a directory" in presets.fatal
+    assert presets.decide("a.service").action == "ignore"
+
+
+def test_overlong_line_makes_systemctl_refuse(tmp_path: Path) -> None:
+    write(tmp_path, f"{VENDOR}/10-x.preset", "disable a.service\n#" + "x" * LONG_LINE_MAX + "\n")
+    presets = load_presets(tmp_path, SYSTEM)
+    assert "longer than 1 MiB" in presets.fatal
+    assert presets.decide("a.service").action == "ignore"
+
+
+def test_undecodable_bytes_are_kept(tmp_path: Path) -> None:
+    target = tmp_path / VENDOR.lstrip("/") / "10-x.preset"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"disable \xff*\ndisable a.service\n")
+    assert load_presets(tmp_path, SYSTEM).decide("a.service").rule.line == 2
+
+
+# --- properties ----------------------------------------------------------------------------
+
+UNIT_NAMES = st.from_regex(r"\A[a-z][a-z0-9-]{0,8}(@[a-z0-9]{0,4})?\.(service|socket|timer)\Z")
+LINES = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda verb, pattern: f"{verb} {pattern}", st.sampled_from(["enable", "disable", "ignore"]),
+              st.text(alphabet="abc@.*?[]!^-:=\\ \t", max_size=12)),
+)
+
+
+@given(st.text())
+def test_parser_never_raises_on_arbitrary_text(text: str) -> None:
+    rules, problems = parse_preset_text(text, "/x.preset")
+    assert all(p.startswith("/x.preset:") for p in problems)
+    assert all(r.action in ("enable", "disable") for r in rules)
+
+
+@given(st.lists(LINES, max_size=8), st.lists(UNIT_NAMES, min_size=1, max_size=4))
+def test_every_decision_has_a_known_action(lines: list[str], units: list[str]) -> None:
+    presets = rules_of("\n".join(lines))
+    for unit in units:
+        decision = presets.decide(unit)
+        assert decision.action in ("enable", "disable", "ignore")
+        assert decision.reason
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200))
+def test_loader_never_raises_on_arbitrary_bytes(tmp_path: Path, data: bytes) -> None:
+    target = tmp_path / VENDOR.lstrip("/") / "10-x.preset"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    load_presets(tmp_path, SYSTEM).decide("a.service")
+
+
+def _glibc_fnmatch() -> Callable[[str, str], bool] | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "gnu_get_libc_version"):
+        return None
+    fnmatch_noescape = 2  # FNM_NOESCAPE, the only flag systemd passes
+    return lambda pattern, name: libc.fnmatch(pattern.encode(), name.encode(), fnmatch_noescape) == 0
+
+
+GLIBC_FNMATCH = _glibc_fnmatch()
+PATTERN_PIECES = st.sampled_from(
+    list("[]!^-*?:=.\\ab@z") + ["[:alpha:]", "[:digit:]", "[:foo:]", "[=a=]", "[.a.]", "[.", "[=", "[:"])
+NAME_CHARS = "[]!^-*?:=.\\abz@AZ09"
+
+
+@pytest.mark.skipif(GLIBC_FNMATCH is None, reason="needs glibc's fnmatch as the oracle")
+@settings(max_examples=1000)
+@given(st.lists(PATTERN_PIECES, max_size=12).map("".join), st.text(alphabet=NAME_CHARS, max_size=8))
+def test_glob_match_agrees_with_glibc(pattern: str, name: str) -> None:
+    assert glob_match(pattern, name) == GLIBC_FNMATCH(pattern, name)
+
+
+@pytest.mark.skipif(GLIBC_FNMATCH is None, reason="needs glibc's fnmatch as the oracle")
+@pytest.mark.parametrize("pattern, name", [
+    ("[ab", "[ab"), ("[ab", "a"), ("[[ab", "[[ab"), ("[a-", "[a-"), ("[[.a.]-]", "a"), ("[a[=]", "a"),
+    ("[!]]", "a"), ("[]]", "]"), ("[z-a]", "m"), ("*[ab", "x[ab"), ("[[:" + "a" * 2100 + ":]]", "a"),
+])
+def test_glob_match_odd_brackets(pattern: str, name: str) -> None:
+    assert glob_match(pattern, name) == GLIBC_FNMATCH(pattern, name)
