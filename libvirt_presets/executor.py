@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import report
 from .planner import LinkRepair, LiveActions, Plan, link_repairs, live_actions
-from .snapshot import take_snapshot
-from .systemctl import CommandError, Systemctl
-from .units import SYSTEM, USER
+from .snapshot import link_scope, take_snapshot
+from .systemctl import CommandError, Systemctl, UnitState
+from .units import SYSTEM, USER, UnitKey
 
 
 @dataclass
@@ -26,9 +26,10 @@ class Outcome:
     live: LiveActions | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, unit: str | None = None, action: str | None = None,
+             trigger: str | None = None) -> None:
         self.warnings.append(message)
-        report.warn(message)
+        report.warn(message, unit, action, trigger)
 
 
 def _first_line(text: str) -> str:
@@ -36,7 +37,13 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "no message"
 
 
+def _packages_after(plan: Plan) -> dict[UnitKey, str]:
+    """unit -> the package that ships it after the transaction: the journal's TRIGGER_PACKAGE."""
+    return {row.unit: row.package_after for row in plan.rows if row.package_after}
+
+
 def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
+    packages = _packages_after(plan)
     for scope, user in ((SYSTEM, False), (USER, True)):
         units = [u.name for u in plan.presets if u.scope == scope]
         if not units:
@@ -52,9 +59,11 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
                 if single.returncode == 0:
                     done.append(name)
                 else:
-                    outcome.warn(f"preset of {name} failed: {_first_line(single.stderr)}")
+                    outcome.warn(f"preset of {name} failed: {_first_line(single.stderr)}",
+                                 name, "preset", packages.get(UnitKey(scope, name)))
         for name in done:
-            report.record("preset", name, "done", reason, level=logging.DEBUG)
+            report.record("preset", name, "done", reason, packages.get(UnitKey(scope, name)),
+                          level=logging.DEBUG)
         outcome.preset += done
         if done:
             report.log.info("libvirt-units: applied presets to %d new %sunit(s): %s",
@@ -92,37 +101,78 @@ def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> None:
     if not plan.kept:
         return
     now = take_snapshot(root).links
+    packages = _packages_after(plan)
     for repair in link_repairs(plan.kept_links, now, set(plan.kept)):
         what = f"{repair.link} -> {repair.target}" if repair.target else f"removed {repair.link}"
+        name = os.path.basename(repair.link)
+        trigger = packages.get(UnitKey(link_scope(repair.link) or SYSTEM, name))
         try:
             apply_link(root, repair)
         except OSError as exc:
-            outcome.warn(f"cannot restore {repair.link}: {exc}")
+            outcome.warn(f"cannot restore {repair.link}: {exc}", name, "restore", trigger)
             continue
         outcome.repaired.append(repair)
-        report.record("restore", os.path.basename(repair.link), what,
-                      "enablement changed during the transaction; put back as the admin left it")
+        report.record("restore", name, what,
+                      "enablement changed during the transaction; put back as the admin left it",
+                      trigger)
 
 
-def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, outcome: Outcome) -> None:  # noqa: ANN001
-    """One call for the batch; if it fails, retry unit by unit so one bad unit spoils nothing."""
+def _batch_did(kind: str, before: UnitState | None, now: UnitState | None) -> bool:
+    """Whether the batch really did `kind` to a unit, as the manager tells it."""
+    if now is None or now.active_state != "active":
+        return False
+    if kind == "start":
+        return True
+    restarted = before is None or now.invocation_id != before.invocation_id  # new invocation
+    if kind == "reload":  # try-reload-or-restart restarts units that cannot reload
+        return restarted or now.reload_result == "success"
+    return restarted
+
+
+def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, systemctl: Systemctl,  # noqa: ANN001
+           before: dict[str, UnitState], outcome: Outcome) -> None:
+    """One call for the batch; if it fails, retry unit by unit so one bad unit spoils nothing.
+
+    systemctl runs every job of a batch even when one of them fails (`try-restart a b bad`
+    restarts a and b, then exits non-zero): after a failed batch one `show` tells which units
+    it did, and only the others are retried, so no unit is restarted twice.  A unit the batch
+    stopped but could not bring up again is inactive now, where `try-restart` would be a
+    silent no-op: it ran before the transaction, so the retry is a `start`.
+    """
     if not units:
         return
     trigger = {**plan.restarts, **plan.reloads}
+
+    def done(unit: str) -> None:
+        report.record(kind, unit, "done", f"{trigger.get(unit)} changed", trigger.get(unit))
+
+    def failed(unit: str, why: str) -> None:
+        outcome.warn(f"{kind} of {unit} failed: {why}", unit, kind, trigger.get(unit))
+
+    pending = list(units)
     try:
         result = call(list(units))
         if result.returncode == 0:
             for unit in units:
-                report.record(kind, unit, "done", f"{trigger.get(unit)} changed", trigger.get(unit))
+                done(unit)
             return
+        now = systemctl.show(units)
         for unit in units:
-            single = call([unit])
+            if _batch_did(kind, before.get(unit), now.get(unit)):
+                done(unit)
+                pending.remove(unit)
+        for unit in list(pending):
+            state = now.get(unit)
+            retry = call if state is not None and state.active_state == "active" else systemctl.start
+            single = retry([unit])
+            pending.remove(unit)
             if single.returncode == 0:
-                report.record(kind, unit, "done", f"{trigger.get(unit)} changed", trigger.get(unit))
+                done(unit)
             else:
-                outcome.warn(f"{kind} of {unit} failed: {_first_line(single.stderr)}")
+                failed(unit, _first_line(single.stderr))
     except CommandError as exc:
-        outcome.warn(f"{kind} of {' '.join(units)} failed: {exc}")
+        for unit in pending:
+            failed(unit, str(exc))
 
 
 def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, str],
@@ -135,10 +185,12 @@ def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, s
     services = sorted(set(plan.restarts) | set(plan.reloads))
     if not services:
         return
-    actions = live_actions(plan, invocations_before, systemctl.show(services), began_usec)
+    states = systemctl.show(services)
+    actions = live_actions(plan, invocations_before, states, began_usec)
     outcome.live = actions
     for unit, why in actions.skipped.items():
         report.record("skip", unit, "not restarted", why, {**plan.restarts, **plan.reloads}.get(unit))
-    _batch("restart", actions.try_restart, plan, systemctl.try_restart, outcome)
-    _batch("reload", actions.try_reload, plan, systemctl.try_reload_or_restart, outcome)
-    _batch("start", actions.start, plan, systemctl.start, outcome)
+    _batch("restart", actions.try_restart, plan, systemctl.try_restart, systemctl, states, outcome)
+    _batch("reload", actions.try_reload, plan, systemctl.try_reload_or_restart, systemctl, states,
+           outcome)
+    _batch("start", actions.start, plan, systemctl.start, systemctl, states, outcome)

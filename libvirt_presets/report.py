@@ -34,12 +34,24 @@ def record(action: str, unit: str, result: str, reason: str, trigger: str | None
         pass
 
 
-def warn(message: str) -> None:
-    """A problem the admin should see, as one line; never raises."""
+def warn(message: str, unit: str | None = None, action: str | None = None,
+         trigger: str | None = None) -> None:
+    """A problem the admin should see, as one line; never raises.
+
+    A failed action on a unit passes unit/action/trigger, so its journal entry carries the
+    same UNIT=, ACTION=, TRIGGER_PACKAGE= fields as the successful ones (plus RESULT=failed).
+    """
     log.warning("libvirt-units: %s", message)
     if _journal is not None:
+        fields = {"SYSLOG_IDENTIFIER": IDENTIFIER, "PRIORITY": "4"}
+        if unit:
+            fields.update(UNIT=unit, RESULT="failed")
+        if action:
+            fields["ACTION"] = action
+        if trigger:
+            fields["TRIGGER_PACKAGE"] = trigger
         try:
-            _journal.send(message, SYSLOG_IDENTIFIER=IDENTIFIER, PRIORITY="4")
+            _journal.send(message, **fields)
         except OSError:
             pass
 

@@ -58,10 +58,12 @@ class UnitState:
     refuse_manual_stop: bool = False
     main_pid: int = 0
     invocation_id: str = ""
+    # result of the last reload ("success", "exit-code", ...; reset when a reload begins)
+    reload_result: str = ""
 
 
 SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "ActiveEnterTimestampMonotonic",
-                   "Type", "RefuseManualStop", "MainPID", "InvocationID")
+                   "Type", "RefuseManualStop", "MainPID", "InvocationID", "ReloadResult")
 
 
 def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
@@ -79,6 +81,7 @@ def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
         st.type = props.get("Type", "")
         st.refuse_manual_stop = props.get("RefuseManualStop", "no") == "yes"
         st.invocation_id = props.get("InvocationID", "")
+        st.reload_result = props.get("ReloadResult", "")
         try:
             st.active_enter_usec = int(props.get("ActiveEnterTimestampMonotonic", "0") or 0)
             st.main_pid = int(props.get("MainPID", "0") or 0)
@@ -116,6 +119,13 @@ class Systemctl:
     def preset(self, units: Sequence[str], user: bool = False) -> subprocess.CompletedProcess[str]:
         scope = ["--global"] if user else []
         return self._run(*scope, "--no-reload", "preset", units=units)
+
+    def is_enabled(self, units: Sequence[str], user: bool = False) -> list[str]:
+        """One state word per unit, in order (enabled, disabled, masked, static, ...)."""
+        scope = ["--global"] if user else []
+        result = self._run(*scope, "is-enabled", units=units)
+        words = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return words if len(words) == len(units) else ["unknown"] * len(units)
 
     def _live(self, *args: str, units: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
         if self.offline:

@@ -1,0 +1,210 @@
+"""The real dnf inside a booted container: installroot ``/``, a live systemd, the plugin from
+the source tree.
+
+``GuestDnf`` wraps a :class:`~tests.e2e.container.BootedContainer` that binds the checkout
+read-only at ``/srv/src`` and a directory of fixture repositories at ``/srv/repo`` (one
+subdirectory per repository, see :func:`publish_repos`).  dnf runs as the guest's
+``/usr/bin/dnf`` with a private HOME (Debian's rpm needs ``%_dbpath /var/lib/rpm``), only the
+bound repositories, and either the plugin from ``/srv/src`` or ``--noplugins``.
+
+The guest's rpm database starts empty: :meth:`GuestDnf.setup` installs ``fixture-shell``
+(``Provides: /bin/sh``; the guest has a real one) and ``fixture-presets``, without the plugin.
+``fixture-root`` is never installed into the guest's ``/`` (it would replace the guest's own
+``/bin`` and libraries); it is for scratch installroots only.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.container import BootedContainer
+from tests.e2e.fixtures import EVENTS_LOG, Pool
+
+SRC = "/srv/src"
+REPO_DIR = "/srv/repo"
+HOME = "/var/lib/e2e-dnf/home"
+REPOSDIR = "/var/lib/e2e-dnf/repos.d"  # stays empty: only --repofrompath repositories
+DNF_CONF = "/var/lib/e2e-dnf/dnf.conf"
+SYSTEMCTL = "/usr/bin/systemctl"
+WRAPPER = "/usr/local/sbin/systemctl"
+WRAPPER_LOG = "/var/log/systemctl-calls.log"
+JOURNAL_IDENTIFIER = "libvirt-units"
+
+# Host units that slow the guest's boot down and play no part in these tests.
+HOST_UNITS_TO_MASK = ("postgresql.service", "postgresql@15-main.service")
+
+RPMMACROS = "%_dbpath /var/lib/rpm\n"
+DNF_CONF_TEXT = "[main]\ngpgcheck=0\ninstall_weak_deps=0\nmetadata_expire=0\nkeepcache=0\n"
+
+# First on PATH, so the plugin (which runs `systemctl` from dnf's PATH) goes through it; rpm
+# runs scriptlets with its own PATH (/sbin:/bin:/usr/sbin:/usr/bin), which bypasses it.  One
+# line per call: the arguments, tab-separated.
+WRAPPER_TEXT = f"""#!/bin/sh
+(IFS="$(printf '\\t')"; printf '%s\\n' "$*") >> {WRAPPER_LOG}
+exec {SYSTEMCTL} "$@"
+"""
+
+
+def publish_repos(pool: Pool, dest: Path, repos: Mapping[str, Sequence[str]]) -> Path:
+    """Publish one fixture repository per name under dest (e.g. {"v900": ["9.0.0"]}); bind
+    dest at REPO_DIR and pass the name to ``GuestDnf.dnf(repo=...)``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, versions in repos.items():
+        pool.make_repo(dest / name, versions)
+    return dest
+
+
+def booted_guest(src: Path, repos: Path, writable: Mapping[Path, str] | None = None) -> BootedContainer:
+    """A container (not yet entered) with the checkout and the repositories bound in."""
+    return BootedContainer(binds={src: SRC, repos: REPO_DIR}, writable_binds=writable,
+                           mask=HOST_UNITS_TO_MASK)
+
+
+@dataclass(frozen=True)
+class UnitShow:
+    """What the manager says about a unit (enablement: ask GuestDnf.is_enabled, since the
+    manager's UnitFileState is stale until its next daemon-reload)."""
+
+    active_state: str
+    sub_state: str
+    main_pid: int
+    invocation_id: str
+
+
+class GuestDnf:
+    """dnf, systemctl and the fixture logs of one booted guest."""
+
+    def __init__(self, container: BootedContainer) -> None:
+        self.c = container
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def setup(self, repo: str) -> None:
+        """Private dnf HOME and config, then the infrastructure packages (no plugin)."""
+        self.c.write_file(f"{HOME}/.rpmmacros", RPMMACROS)
+        self.c.write_file(DNF_CONF, DNF_CONF_TEXT)
+        self.c.run(["mkdir", "-p", REPOSDIR])
+        self.dnf("install", "fixture-shell", "fixture-presets", repo=repo, plugin=False)
+
+    def install_systemctl_wrapper(self) -> None:
+        self.c.write_file(WRAPPER, WRAPPER_TEXT, mode=0o755)
+        self.c.write_file(WRAPPER_LOG, "")
+
+    # -- dnf -------------------------------------------------------------------------------
+
+    def dnf(self, *args: str, repo: str, plugin: bool = True, installroot: str = "/",
+            check: bool = True, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the guest's real dnf with REPO_DIR/repo as the only repository.
+
+        plugin=True loads dnf-plugins/ and etc/dnf/plugins/ from the bound checkout (and
+        imports libvirt_presets from it); plugin=False is the control run (--noplugins).
+        """
+        argv = [
+            "/usr/bin/dnf", "-y", f"--installroot={installroot}", f"--config={DNF_CONF}",
+            "--releasever=1", f"--setopt=reposdir={REPOSDIR}",
+            f"--repofrompath={repo},{REPO_DIR}/{repo}", f"--repo={repo}", "--nogpgcheck",
+            "--setopt=install_weak_deps=0", "--refresh",
+        ]
+        if plugin:
+            argv += [f"--setopt=pluginpath={SRC}/dnf-plugins",
+                     f"--setopt=pluginconfpath={SRC}/etc/dnf/plugins"]
+        else:
+            argv.append("--noplugins")
+        argv += args
+        result = self.c.run(argv, check=False, env={"HOME": HOME, "PYTHONPATH": SRC, **(env or {})})
+        print(f"[guest] $ {shlex.join(argv)}  [rc={result.returncode}]")
+        print(result.stdout + (f"[stderr]\n{result.stderr}" if result.stderr else ""))
+        if check and result.returncode != 0:
+            raise AssertionError(f"dnf {' '.join(args)} exited {result.returncode}\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def packages(self, installroot: str = "/") -> dict[str, str]:
+        out = self.c.run(["rpm", f"--root={installroot}", "-qa", "--qf", "%{NAME} %{VERSION}\\n"],
+                         env={"HOME": HOME}).stdout
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    # -- systemd ---------------------------------------------------------------------------
+
+    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The test's own systemctl calls: the real binary, never the counting wrapper."""
+        return self.c.run([SYSTEMCTL, *args], check=check)
+
+    def start(self, *units: str) -> None:
+        self.systemctl("start", "--", *units)
+
+    def show(self, *units: str) -> dict[str, UnitShow]:
+        props = "ActiveState,SubState,MainPID,InvocationID"
+        out = self.systemctl("show", "-p", props, "--", *units).stdout
+        blocks = [b for b in out.strip().split("\n\n")]
+        shown = {}
+        for unit, block in zip(units, blocks):
+            p = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            shown[unit] = UnitShow(p["ActiveState"], p["SubState"], int(p["MainPID"]),
+                                   p["InvocationID"])
+        return shown
+
+    def is_enabled(self, unit: str) -> str:
+        """The word `systemctl is-enabled` prints (read from the unit files, not the manager)."""
+        return self.systemctl("is-enabled", "--", unit, check=False).stdout.strip()
+
+    def journal(self) -> list[dict[str, str]]:
+        """The plugin's structured journal entries (journalctl -o json)."""
+        self.c.run(["journalctl", "--sync"], check=False)
+        out = self.c.run(["journalctl", "--no-pager", "-o", "json",
+                          f"SYSLOG_IDENTIFIER={JOURNAL_IDENTIFIER}"], check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def events(self, installroot: str = "/") -> list[str]:
+        """Lines of the fixture start/reload/posttrans log."""
+        path = installroot.rstrip("/") + EVENTS_LOG
+        result = self.c.run(["cat", "--", path], check=False)
+        return result.stdout.splitlines() if result.returncode == 0 else []
+
+    def wrapper_calls(self) -> list[list[str]]:
+        """argv (without the program) of every systemctl run through the wrapper."""
+        text = self.c.run(["cat", "--", WRAPPER_LOG]).stdout
+        return [line.split("\t") for line in text.splitlines()]
+
+    def clear_wrapper_log(self) -> None:
+        self.c.write_file(WRAPPER_LOG, "")
+
+
+def starts(events: Iterable[str], name: str) -> list[int]:
+    """PIDs of the "start NAME PID" lines (a oneshot logs "start NAME" alone: PID 0)."""
+    found = []
+    for line in events:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "start" and words[1] == name:
+            found.append(int(words[2]) if len(words) > 2 else 0)
+    return found
+
+
+def reloads(events: Iterable[str], name: str) -> int:
+    return sum(1 for line in events if line.split() == ["reload", name])
+
+
+def wait_for_start_lines(guest: GuestDnf, units: Iterable[str], timeout: float = 5.0) -> None:
+    """Wait until the start log has caught up with the manager: every running unit's MainPID
+    has its "start NAME PID" line (a Type=simple unit is "active" before its shell wrote it)."""
+    units = [u for u in units if u.endswith(".service")]
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = guest.show(*units) if units else {}
+        events = guest.events()
+        missing = [u for u, s in shown.items()
+                   if s.active_state == "active" and s.main_pid
+                   and s.main_pid not in starts(events, u.removesuffix(".service"))]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no start line for the MainPID of {missing} after {timeout} s")
+        time.sleep(0.02)

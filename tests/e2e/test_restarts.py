@@ -1,0 +1,355 @@
+"""Issue 3 end to end: batched restarts and reloads against a real systemd manager.
+
+Each scenario boots a throw-away systemd in an nspawn container (tests/e2e/container.py), runs
+the guest's real dnf there with installroot ``/`` and the plugin from the bound checkout
+(tests/e2e/guest.py), and counts what happened to the fixture services from their own log:
+every start appends "start NAME PID", every reload "reload NAME".
+
+The transaction runs with the plugin and, as the control, with ``--noplugins``, in the two
+fixture pools: ``classic`` (Fedora's stock scriptlets, %postun try-restarts each package's own
+services) and ``bare`` (no unit scriptlets at all).  Every test prints one ``COUNTS`` line.
+
+systemctl calls of the plugin are counted with a wrapper first on dnf's PATH
+(/usr/local/sbin/systemctl); rpm runs scriptlets with its own PATH, so they bypass it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.container import nspawn_unavailable_reason
+from tests.e2e.fixtures import Pool
+from tests.e2e.guest import (
+    GuestDnf,
+    UnitShow,
+    booted_guest,
+    publish_repos,
+    reloads,
+    starts,
+    wait_for_start_lines,
+)
+from tests.e2e.harness import REPO_ROOT
+
+R1_PACKAGES = (
+    "libvirt-daemon", "libvirt-daemon-config-network", "libvirt-daemon-config-nwfilter",
+    "libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network", "libvirt-daemon-driver-nwfilter",
+)
+R1_SERVICES = ("libvirtd.service", "virtnetworkd.service", "virtnwfilterd.service",
+               "virtqemud.service")
+RELOADED = ("virtlogd.service", "virtlockd.service")
+LIVE_VERBS = ("daemon-reload", "show", "try-restart", "try-reload-or-restart", "start", "restart",
+              "stop", "reload")
+STYLES = ("classic", "bare")
+COUNT_LINES: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def require_nspawn() -> None:
+    reason = nspawn_unavailable_reason()
+    if reason is not None:
+        message = f"cannot boot a systemd-nspawn container, restart tests skipped: {reason}"
+        print(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def counts_summary(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After the module: every scenario's COUNTS line, on the terminal (not captured)."""
+    yield
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None or not COUNT_LINES:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_sep("-", "issue 3: starts/reloads after the transaction began")
+        for line in sorted(COUNT_LINES):
+            reporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def repos(classic_pool: Pool, bare_pool: Pool,
+          tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Per style, a directory with the repositories v900 (9.0.0) and v910 (9.0.0 + 9.1.0)."""
+    return {
+        pool.style: publish_repos(pool, tmp_path_factory.mktemp(f"guest-repos-{pool.style}"),
+                                  {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]})
+        for pool in (classic_pool, bare_pool)
+    }
+
+
+@contextlib.contextmanager
+def guest_with(repos: Mapping[str, Path], style: str, packages: Sequence[str],
+               plugin: bool) -> Iterator[GuestDnf]:
+    """A booted guest with `packages` 9.0.0 installed (with the plugin or not) and the
+    systemctl wrapper in place."""
+    with booted_guest(REPO_ROOT, repos[style]) as container:
+        guest = GuestDnf(container)
+        guest.setup("v900")
+        guest.dnf("install", *packages, repo="v900", plugin=plugin)
+        guest.install_systemctl_wrapper()
+        yield guest
+
+
+@dataclass
+class Run:
+    """What one measured transaction did."""
+
+    output: str
+    events: list[str]  # log lines appended during the transaction (and its aftermath)
+    before: dict[str, UnitShow]
+    after: dict[str, UnitShow]
+    calls: list[list[str]]  # systemctl argv (without the program) seen by the wrapper
+
+    def starts(self, unit: str) -> int:
+        return len(starts(self.events, unit.removesuffix(".service")))
+
+    def reloads(self, unit: str) -> int:
+        return reloads(self.events, unit.removesuffix(".service"))
+
+    def calls_naming(self, unit: str, verbs: Sequence[str]) -> list[list[str]]:
+        return [c for c in self.calls if unit in c and any(v in c for v in verbs)]
+
+
+def transact(guest: GuestDnf, *args: str, plugin: bool, watch: Sequence[str],
+             repo: str = "v910") -> Run:
+    """Run one dnf transaction and collect the start/reload lines it caused."""
+    wait_for_start_lines(guest, watch)
+    before = guest.show(*watch)
+    mark = len(guest.events())
+    guest.clear_wrapper_log()
+    result = guest.dnf(*args, repo=repo, plugin=plugin)
+    wait_for_start_lines(guest, watch)
+    return Run(result.stdout + result.stderr, guest.events()[mark:], before, guest.show(*watch),
+               guest.wrapper_calls())
+
+
+def counts_line(name: str, run: Run, units: Sequence[str]) -> str:
+    parts = [f"{u.removesuffix('.service')} start={run.starts(u)} reload={run.reloads(u)}"
+             for u in units]
+    line = f"COUNTS {name}: " + ", ".join(parts) + f"; plugin systemctl calls={len(run.calls)}"
+    print(line)
+    COUNT_LINES.append(line)
+    return line
+
+
+def assert_journal_fields(guest: GuestDnf, expected: Mapping[str, str]) -> list[dict[str, str]]:
+    """Every plugin journal entry about an action names UNIT, ACTION and TRIGGER_PACKAGE;
+    `expected` maps unit -> the ACTION that must be among them."""
+    entries = [e for e in guest.journal() if "ACTION" in e]
+    for entry in entries:
+        assert entry.get("UNIT") and entry.get("TRIGGER_PACKAGE"), entry
+    seen = {(e["UNIT"], e["ACTION"]) for e in entries}
+    for unit, action in expected.items():
+        assert (unit, action) in seen, (unit, action, sorted(seen))
+    return entries
+
+
+# R1 + R6 --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
+@pytest.mark.parametrize("style", STYLES)
+def test_r1_split_daemons_restarted_exactly_once(repos, style, plugin):
+    with guest_with(repos, style, R1_PACKAGES, plugin) as guest:
+        guest.start(*R1_SERVICES)
+        run = transact(guest, "upgrade", *R1_PACKAGES, plugin=plugin, watch=R1_SERVICES)
+        counts_line(f"R1 {style} {'plugin' if plugin else 'stock'}", run, R1_SERVICES)
+        assert guest.packages()["libvirt-daemon"] == "9.1.0"
+        assert all(s.active_state == "active" for s in run.after.values()), run.after
+
+        if not plugin and style == "bare":  # nothing restarts: the daemons run stale code
+            assert {u: run.starts(u) for u in R1_SERVICES} == dict.fromkeys(R1_SERVICES, 0)
+            assert {u: run.after[u].main_pid for u in R1_SERVICES} == {
+                u: run.before[u].main_pid for u in R1_SERVICES}
+            return
+        # classic stock: each old package's %postun try-restarts its own services, once.
+        # With the plugin: exactly once, whoever did it (scriptlet or the plugin's batch).
+        assert {u: run.starts(u) for u in R1_SERVICES} == dict.fromkeys(R1_SERVICES, 1), run.events
+        assert all(run.after[u].main_pid != run.before[u].main_pid for u in R1_SERVICES)
+        if not plugin:
+            return
+
+        # R6: the plugin's whole live work is a handful of systemctl processes.
+        assert len(run.calls) <= 4, run.calls
+        assert not any(arg.startswith("--root") for c in run.calls for arg in c), run.calls
+        restarts = [c for c in run.calls if "try-restart" in c]
+        if style == "classic":  # the scriptlets restarted everything: the plugin adds none
+            assert restarts == [], run.calls
+            expected = dict.fromkeys(R1_SERVICES, "skip")
+        else:
+            assert len(restarts) == 1 and set(R1_SERVICES) <= set(restarts[0]), run.calls
+            expected = dict.fromkeys(R1_SERVICES, "restart")
+        assert_journal_fields(guest, expected)
+        assert "Traceback" not in run.output
+
+
+# R2 -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
+@pytest.mark.parametrize("style", STYLES)
+def test_r2_log_and_lock_daemons_reloaded_not_restarted(repos, style, plugin):
+    packages = ("libvirt-daemon-log", "libvirt-daemon-lock")
+    with guest_with(repos, style, packages, plugin) as guest:
+        guest.start(*RELOADED)
+        run = transact(guest, "upgrade", *packages, plugin=plugin, watch=RELOADED)
+        counts_line(f"R2 {style} {'plugin' if plugin else 'stock'}", run, RELOADED)
+        assert all(s.active_state == "active" for s in run.after.values()), run.after
+        pids = {u: (run.before[u].main_pid, run.after[u].main_pid) for u in RELOADED}
+        got = {u: (run.starts(u), run.reloads(u)) for u in RELOADED}
+
+        if style == "classic":
+            # Known limit (issue 8): the stock %postun try-restarts them during the
+            # transaction, before any plugin hook runs.  The plugin must not add to it.
+            assert got == dict.fromkeys(RELOADED, (1, 0)), run.events
+            for unit in RELOADED:
+                assert run.calls_naming(unit, ("try-restart", "try-reload-or-restart",
+                                               "restart", "reload")) == []
+            if plugin:
+                assert_journal_fields(guest, dict.fromkeys(RELOADED, "skip"))
+            return
+        if not plugin:  # bare stock: nothing happens, the daemons run stale code
+            assert got == dict.fromkeys(RELOADED, (0, 0)), run.events
+            assert all(a == b for a, b in pids.values()), pids
+            return
+        assert got == dict.fromkeys(RELOADED, (0, 1)), run.events
+        assert all(a == b for a, b in pids.values()), pids  # same process: fds kept
+        batches = [c for c in run.calls if "try-reload-or-restart" in c]
+        assert len(batches) == 1 and sorted(batches[0][2:]) == sorted(RELOADED), run.calls
+        assert not any("try-restart" in c for c in run.calls), run.calls
+        assert_journal_fields(guest, dict.fromkeys(RELOADED, "reload"))
+
+
+# R3 -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
+@pytest.mark.parametrize("style", STYLES)
+def test_r3_stopped_stays_stopped_and_guests_never_restarted(repos, style, plugin):
+    packages = ("libvirt-daemon-driver-network", "libvirt-daemon-driver-nwfilter", "libvirt-client")
+    stopped = ("virtnetworkd.service", "virtnwfilterd.service")
+    units = (*stopped, "libvirt-guests.service")
+    with guest_with(repos, style, packages, plugin) as guest:
+        # virtnetworkd never ran; virtnwfilterd ran, is enabled (stays loaded) and was stopped
+        guest.systemctl("enable", "virtnwfilterd.service")
+        guest.start("virtnwfilterd.service", "libvirt-guests.service")
+        guest.systemctl("stop", "virtnwfilterd.service")
+        run = transact(guest, "upgrade", *packages, plugin=plugin, watch=units)
+        counts_line(f"R3 {style} {'plugin' if plugin else 'stock'}", run, units)
+        assert guest.packages()["libvirt-client"] == "9.1.0"
+        for unit in stopped:
+            assert run.after[unit].active_state in ("inactive", "failed"), run.after
+            assert run.starts(unit) == 0, run.events
+        assert run.after["libvirt-guests.service"].active_state == "active"
+        # libvirt-guests (oneshot, policy never): only the classic %postun try-restart of
+        # libvirt-client re-runs it, with or without the plugin; the plugin never does.
+        assert run.starts("libvirt-guests.service") == (1 if style == "classic" else 0), run.events
+        for unit in units:
+            assert run.calls_naming(unit, ("try-restart", "try-reload-or-restart", "start")) == []
+
+
+# R4 -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
+def test_r4_renamed_package_keeps_service_running_and_enabled(repos, plugin):
+    unit = "virtsecretd.service"
+    with guest_with(repos, "classic", ("libvirt-daemon-driver-secret",), plugin) as guest:
+        guest.systemctl("enable", unit)
+        guest.start(unit)
+        assert guest.is_enabled(unit) == "enabled"
+        # driver-secret 9.0.0 -> libvirt-daemon-secret 9.1.0 (Obsoletes): the old name's
+        # %preun runs `systemctl --no-reload disable --now` on its units.
+        run = transact(guest, "upgrade", plugin=plugin, watch=(unit,))
+        counts_line(f"R4 classic {'plugin' if plugin else 'stock'}", run, (unit,))
+        packages = guest.packages()
+        assert "libvirt-daemon-secret" in packages and "libvirt-daemon-driver-secret" not in packages
+        state = (run.after[unit].active_state, guest.is_enabled(unit))
+        if not plugin:  # the control run loses it: stopped and disabled
+            assert state == ("inactive", "disabled")
+            assert run.starts(unit) == 0
+            return
+        assert state == ("active", "enabled"), run.output
+        assert run.starts(unit) == 1, run.events
+        assert ["start", "--", unit] in run.calls, run.calls
+        assert_journal_fields(guest, {unit: "start"})
+
+
+# R5 -------------------------------------------------------------------------------------
+
+SCRATCH = "/var/tmp/scratch-root"
+
+
+def manager_counters(guest: GuestDnf) -> dict[str, str]:
+    """Jobs ever queued by the live manager, and when it last (re)loaded its units."""
+    out = guest.systemctl("show", "-p", "NInstalledJobs,UnitsLoadStartTimestampMonotonic").stdout
+    counters = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert set(counters) == {"NInstalledJobs", "UnitsLoadStartTimestampMonotonic"}, out
+    return counters
+
+
+def test_r5_installroot_transaction_never_touches_the_live_manager(repos):
+    live = ("libvirtd.service", "virtnetworkd.service", "virtnwfilterd.service", *RELOADED)
+    packages = (*R1_PACKAGES, "libvirt-daemon-log", "libvirt-daemon-lock")
+    with guest_with(repos, "classic", packages, True) as guest:
+        guest.start(*live)
+        wait_for_start_lines(guest, live)
+        before, mark = guest.show(*live), len(guest.events())
+        manager_before = manager_counters(guest)
+        guest.clear_wrapper_log()
+
+        guest.dnf("install", "fixture-root", "fixture-presets", repo="v900", plugin=False,
+                  installroot=SCRATCH)
+        guest.dnf("install", *packages, repo="v900", installroot=SCRATCH)
+        upgrade = guest.dnf("upgrade", *packages, repo="v910", installroot=SCRATCH)
+
+        assert guest.packages(SCRATCH)["libvirt-daemon"] == "9.1.0"
+        assert guest.packages()["libvirt-daemon"] == "9.0.0"
+        calls = guest.wrapper_calls()
+        line = (f"COUNTS R5 classic plugin: live start/reload lines={len(guest.events()[mark:])}; "
+                f"plugin systemctl calls={len(calls)}, all with --root: "
+                f"{all(c[:1] == [f'--root={SCRATCH}'] for c in calls)}")
+        print(line)
+        COUNT_LINES.append(line)
+        assert calls, "the plugin ran no systemctl at all: is the wrapper on PATH?"
+        assert all(c[0] == f"--root={SCRATCH}" for c in calls), calls
+        assert not any(v in c for c in calls for v in LIVE_VERBS), calls
+        # The manager's own counters: no job of any kind (start, stop, restart, reload) was
+        # queued and no daemon-reload ran, whoever might have asked (plugin or scriptlet).
+        assert manager_counters(guest) == manager_before
+        after = guest.show(*live)
+        assert {u: (s.invocation_id, s.main_pid) for u, s in after.items()} == {
+            u: (s.invocation_id, s.main_pid) for u, s in before.items()}
+        assert guest.events()[mark:] == []  # no start, no reload in the live system
+        assert "posttrans libvirt-daemon-9.1.0" in guest.events(SCRATCH)
+        assert "Traceback" not in upgrade.stdout + upgrade.stderr
+
+
+# A failing unit -----------------------------------------------------------------------
+
+def test_failing_unit_does_not_stop_the_others(repos):
+    services = ("libvirtd.service", "virtnetworkd.service", "virtnwfilterd.service")
+    with guest_with(repos, "bare", R1_PACKAGES, True) as guest:
+        guest.start(*services)
+        # virtnetworkd can stop but not start again; the plugin's daemon-reload picks this up
+        guest.c.write_file("/etc/systemd/system/virtnetworkd.service.d/broken.conf",
+                           "[Service]\nExecStartPre=/bin/false\n")
+        run = transact(guest, "upgrade", *R1_PACKAGES, plugin=True, watch=services)
+        counts_line("failing-unit bare plugin", run, services)
+        # one batch; it fails; the manager says which units it did; only the broken one is
+        # retried (with start: the batch stopped it, and try-restart would skip a stopped unit)
+        assert [c for c in run.calls if "try-restart" in c] == [["try-restart", "--", *services]]
+        assert [c for c in run.calls if "start" in c] == [["start", "--", "virtnetworkd.service"]]
+        assert {u: run.starts(u) for u in services} == {
+            "libvirtd.service": 1, "virtnetworkd.service": 0, "virtnwfilterd.service": 1}, run.events
+        assert run.after["libvirtd.service"].active_state == "active"
+        assert run.after["virtnwfilterd.service"].active_state == "active"
+        warnings = [line for line in run.output.splitlines()
+                    if "libvirt-units:" in line and "failed" in line]
+        assert len(warnings) == 1 and "virtnetworkd.service" in warnings[0], run.output
+        failed = [e for e in guest.journal() if e.get("PRIORITY") == "4"]
+        assert [(e.get("UNIT"), e.get("ACTION")) for e in failed] == [
+            ("virtnetworkd.service", "restart")], failed
+        assert failed[0].get("TRIGGER_PACKAGE", "").startswith("libvirt-daemon-driver-network-9.1.0")
