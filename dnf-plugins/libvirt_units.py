@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 import dnf
+import dnf.cli
+import dnf.exceptions
 import dnf.transaction
 import libdnf.transaction
 import rpm
 
-from libvirt_presets import facts, rpmdb, session
+from libvirt_presets import commands, facts, render, rpmdb, session
 from libvirt_presets.config import Config, load_config
 
 logger = logging.getLogger("dnf.plugin.libvirt-units")
@@ -46,6 +48,8 @@ class LibvirtUnits(dnf.Plugin):
         super().__init__(base, cli)
         self._config = Config()
         self._pending: session.Pending | None = None
+        if cli is not None:
+            cli.register_command(LibvirtUnitsCommand)
 
     def config(self) -> None:
         self._config = load_config(config_files(self.base.conf))
@@ -57,6 +61,8 @@ class LibvirtUnits(dnf.Plugin):
         conf = self.base.conf
         if not self._config.enabled or "test" in conf.tsflags or conf.downloadonly:
             return
+        if getattr(self.cli, "command", None).__class__ is LibvirtUnitsCommand:
+            return  # our own command never runs a transaction; be sure of it
         self._guarded(self._begin)
 
     def transaction(self) -> None:
@@ -82,16 +88,102 @@ class LibvirtUnits(dnf.Plugin):
         session.finish(self._pending, done)
 
     def _changes(self, root: Path) -> list[facts.PackageChange]:
-        changes = []
-        for tsi in self.base.transaction:
-            pkg = tsi.pkg
-            action = ACTIONS.get(tsi.action)
-            files: frozenset[str] = frozenset()
-            if action is not None:
-                try:
-                    files = rpmdb.package_files(root, pkg.localPkg())[2]
-                except (OSError, rpm.error) as exc:
-                    logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)
-                    files = frozenset(pkg.files)
-            changes.append(facts.PackageChange(pkg.name, str(pkg), action or facts.ERASE, files))
-        return changes
+        return transaction_changes(self.base.transaction, root, from_headers=True)
+
+
+def transaction_changes(transaction, root: Path, from_headers: bool) -> list[facts.PackageChange]:  # noqa: ANN001
+    """Package changes of a dnf transaction; incoming file lists from the downloaded headers
+    (dnf >= 4.19 loads no filelists metadata by default), or from metadata for a dry run."""
+    changes = []
+    for tsi in transaction:
+        pkg = tsi.pkg
+        action = ACTIONS.get(tsi.action)
+        files: frozenset[str] = frozenset()
+        if action is None or not from_headers:
+            files = frozenset(pkg.files)
+        else:
+            try:
+                files = rpmdb.package_files(root, pkg.localPkg())[2]
+            except (OSError, rpm.error) as exc:
+                logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)
+                files = frozenset(pkg.files)
+        changes.append(facts.PackageChange(pkg.name, str(pkg), action or facts.ERASE, files))
+    return changes
+
+
+class LibvirtUnitsCommand(dnf.cli.Command):
+    """`dnf libvirt-units`: see what the plugin would do, and check the units it manages."""
+
+    aliases = ("libvirt-units",)
+    summary = "show the per-unit plan of a transaction, the managed units' status, or problems"
+
+    @staticmethod
+    def set_argparser(parser) -> None:  # noqa: ANN001
+        parser.add_argument("--dry-run", action="store_true",
+                            help="resolve a transaction (default: upgrade) and print the plan; change nothing")
+        parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
+        parser.add_argument("subcommand", nargs="?", default=None,
+                            choices=["upgrade", "install", "remove", "status", "check"],
+                            help="with --dry-run: the transaction to plan; else status or check")
+        parser.add_argument("packages", nargs="*", help="package specs for install/remove/upgrade")
+
+    def configure(self) -> None:
+        demands = self.cli.demands
+        demands.sack_activation = True
+        demands.root_user = False
+        sub = self.opts.subcommand
+        if self.opts.dry_run or sub in ("upgrade", "install", "remove"):
+            demands.available_repos = sub != "remove"
+            # the dry run needs file lists from metadata (the real hook reads rpm headers)
+            types = getattr(self.base.conf, "optional_metadata_types", None)
+            if types is not None and "filelists" not in types:
+                self.base.conf.optional_metadata_types = list(types) + ["filelists"]
+
+    def run(self) -> None:
+        opts = self.opts
+        root = Path(self.base.conf.installroot or "/")
+        config = load_config(config_files(self.base.conf))
+        sub = opts.subcommand
+        if opts.dry_run or sub in ("upgrade", "install", "remove"):
+            self._dry_run(root, config, sub or "upgrade", opts.packages)
+        elif sub == "status":
+            rows = commands.status(root, config, session.is_live(root))
+            print(render.dumps(render.status_json(rows, str(root))) if opts.json else render.status_table(rows))
+        elif sub == "check":
+            problems = commands.check(root, config)
+            if opts.json:
+                print(render.dumps(render.problems_json(problems, str(root))))
+            else:
+                print("\n".join(p.message for p in problems) or "no problems found")
+            if problems:
+                raise dnf.exceptions.Error(f"libvirt-units: {len(problems)} problem(s) found")
+        else:
+            raise dnf.cli.CliError("libvirt-units: say --dry-run [upgrade|install|remove PKG...], status or check")
+
+    def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
+        base = self.base
+        try:
+            if sub == "upgrade":
+                if packages:
+                    for spec in packages:
+                        base.upgrade(spec)
+                else:
+                    base.upgrade_all()
+            elif sub == "install":
+                for spec in packages:
+                    base.install(spec)
+            else:
+                for spec in packages:
+                    base.remove(spec)
+            base.resolve(allow_erasing=sub == "remove")
+        except dnf.exceptions.Error as exc:
+            raise dnf.exceptions.Error(f"libvirt-units: cannot resolve the {sub}: {exc}") from exc
+        changes = transaction_changes(base.transaction, root, from_headers=False)
+        plan, _ = commands.dry_run(root, config, changes)
+        states = commands.enablement(root, [r.unit for r in plan.rows if r.package_before])
+        tx = [{"package": c.nevra, "action": c.action} for c in changes]
+        if self.opts.json:
+            print(render.dumps(render.plan_json(plan, "dry-run", str(root), states, tx)))
+        else:
+            print(f"libvirt-units plan for: dnf {sub} {' '.join(packages)} (nothing will be changed)")
+            print(render.plan_table(plan, states))

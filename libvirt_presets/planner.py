@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
 from .config import NEVER, RELOAD, Config
-from .facts import ERASE, TransactionFacts
+from .facts import ERASE, TransactionFacts, units_in_files
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
 
@@ -51,11 +51,25 @@ def _trigger_matches(pattern: str, change_name: str, files: frozenset[str]) -> b
     return fnmatch.fnmatchcase(change_name, pattern)
 
 
+class PresetDecisionLike(Protocol):
+    action: str
+
+    @property
+    def reason(self) -> str: ...
+
+
+class PresetOracle(Protocol):
+    """What the preset files say about a unit (presets.PresetSet)."""
+
+    def decide(self, unit_name: str) -> PresetDecisionLike: ...
+
+
 def plan_transaction(
     before: Snapshot,
     units_after: set[UnitKey] | dict[UnitKey, str],
     tx: TransactionFacts,
     config: Config,
+    presets: Mapping[str, PresetOracle] | None = None,
 ) -> Plan:
     """Decide presets, held enablement and restart candidates for one transaction.
 
@@ -81,12 +95,18 @@ def plan_transaction(
         actions.setdefault(unit, []).append(action)
         reasons.setdefault(unit, []).append(reason)
 
-    presets = tuple(new_units) if config.presets else ()
+    to_preset = tuple(new_units) if config.presets else ()
     for unit in new_units:
         src = shipped.get(unit)
         by = f" (shipped by {src.nevra})" if src else ""
         if config.presets:
-            note(unit, "preset", f"new unit: no {unit.name} file before the transaction{by}")
+            oracle = (presets or {}).get(unit.scope)
+            if oracle is None:
+                note(unit, "preset", f"new unit: no {unit.name} file before the transaction{by}")
+            else:
+                decision = oracle.decide(unit.name)
+                note(unit, f"preset:{decision.action}",
+                     f"new unit: no {unit.name} file before the transaction{by}; {decision.reason}")
         else:
             note(unit, "none", "new unit, but presets = no in the configuration")
     held = tuple(kept) if config.presets else ()
@@ -141,7 +161,7 @@ def plan_transaction(
         for u in sorted(actions)
     )
     return Plan(
-        presets=presets,
+        presets=to_preset,
         kept=held,
         kept_links=links_of(before.links, set(held)),
         restarts=restarts,
@@ -225,3 +245,14 @@ def live_actions(plan: Plan, invocations_before: Mapping[str, str], after: Mappi
         else:
             restart.append(service)
     return LiveActions(tuple(restart), tuple(reload), tuple(start), skipped)
+
+
+def predict_units_after(units_before: set[UnitKey] | dict[UnitKey, str], tx: TransactionFacts) -> set[UnitKey]:
+    """Unit files present after a transaction that has not run yet (for --dry-run).
+
+    Outgoing packages take their unit files away, incoming ones bring theirs; a file that moves
+    between packages stays.
+    """
+    leaving = set().union(*(units_in_files(c.files) for c in tx.changes if not c.inbound))
+    arriving = set().union(*(units_in_files(c.files) for c in tx.incoming))
+    return (set(units_before) - leaving) | arriving

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from . import report, rpmdb
+from . import render, report, rpmdb, state
 from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
 from .planner import Plan, plan_transaction
 from .snapshot import Snapshot, read_invocations, take_snapshot
 from .systemctl import Systemctl
+from .units import SYSTEM, USER
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
 
@@ -71,9 +72,29 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
 
 
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
+    from .presets import load_presets  # the preset files as they are after the transaction
+
     after = take_snapshot(pending.root)
     facts = pending.facts.with_done(done_nevras)
-    return plan_transaction(pending.before, after.units, facts, pending.config), after
+    presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
+    return plan_transaction(pending.before, after.units, facts, pending.config, presets), after
+
+
+def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
+    """What the last transaction did, for admins and for `--dry-run` comparisons."""
+    data = render.plan_json(plan, "transaction", str(root))
+    data["outcome"] = {
+        "preset": outcome.preset,
+        "restored_links": [{"link": r.link, "target": r.target} for r in outcome.repaired],
+        "restarted": list(outcome.live.try_restart) if outcome.live else [],
+        "reloaded": list(outcome.live.try_reload) if outcome.live else [],
+        "started": list(outcome.live.start) if outcome.live else [],
+        "warnings": outcome.warnings,
+    }
+    try:
+        state.write_json(root, state.LAST_TRANSACTION, data)
+    except OSError as exc:
+        report.warn(f"cannot record the transaction in {state.state_dir(root)}: {exc}")
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
@@ -86,4 +107,5 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     hold_enablement(plan, pending.root, outcome)
     if pending.live and pending.config.restarts:
         apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome)
+    record_outcome(pending.root, plan, outcome)
     return outcome

@@ -1,0 +1,108 @@
+"""`check`: configurations that break a host although every package installed cleanly.
+
+The seed's failure is the model: `libvirtd.socket` and `virtproxyd.socket` both enabled, both
+listening on /run/libvirt/libvirt-sock; systemd starts one and the other fails, silently.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .snapshot import Snapshot
+from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name
+
+LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenFIFO",
+               "ListenSpecial", "ListenNetlink", "ListenMessageQueue", "ListenUSBFunction")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # socket-conflict | missing-service | dangling-link
+    units: tuple[str, ...]
+    message: str
+
+
+def enabled_units(snapshot: Snapshot) -> set[UnitKey]:
+    """Units with a wants/requires link in /etc (what `enable` makes), masked ones excluded."""
+    enabled = set()
+    for link, target in snapshot.links.items():
+        parts = link.split("/")
+        if target == "/dev/null" or len(parts) < 5:
+            continue
+        if parts[-2].endswith((".wants", ".requires", ".upholds")):
+            for scope, rel in ENABLEMENT_DIRS.items():
+                if link.startswith(rel + "/"):
+                    enabled.add(UnitKey(scope, parts[-1]))
+    return enabled
+
+
+def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[str, list[str]]:
+    """`Key=value` settings of a unit: vendor file (or an /etc override) plus drop-ins.
+
+    An empty assignment resets a list setting, as systemd does.
+    """
+    paths = []
+    etc = root / ENABLEMENT_DIRS[unit.scope] / unit.name
+    if etc.is_file() and not etc.is_symlink():
+        paths.append(etc)
+    elif unit in snapshot.units:
+        paths.append(root / snapshot.units[unit])
+    vendor_dir = (root / snapshot.units[unit]).parent if unit in snapshot.units else None
+    for base in filter(None, (vendor_dir, root / ENABLEMENT_DIRS[unit.scope])):
+        dropins = base / f"{unit.name}.d"
+        if dropins.is_dir():
+            paths += sorted(dropins.glob("*.conf"))
+    settings: dict[str, list[str]] = {}
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for raw in text.splitlines():
+            line = raw.strip()
+            if "=" not in line or line.startswith(("#", ";", "[")):
+                continue
+            key, value = (s.strip() for s in line.split("=", 1))
+            if value == "":
+                settings[key] = []
+            else:
+                settings.setdefault(key, []).append(value)
+    return settings
+
+
+def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list[Problem]:
+    problems: list[Problem] = []
+    enabled = enabled_units(snapshot)
+    listeners: dict[tuple[str, str], list[str]] = {}
+    for unit in sorted(u for u in enabled & managed if u.name.endswith(".socket")):
+        settings = read_unit_settings(root, snapshot, unit)
+        for key in LISTEN_KEYS:
+            for address in settings.get(key, []):
+                listeners.setdefault((unit.scope, address), []).append(unit.name)
+        service = (settings.get("Service") or [unit.name[: -len(".socket")] + ".service"])[-1]
+        if settings.get("Accept", ["no"])[-1] not in ("yes", "true", "1", "on"):
+            svc = UnitKey(unit.scope, service)
+            etc = root / ENABLEMENT_DIRS[unit.scope] / service
+            if svc not in snapshot.units and not etc.exists():
+                problems.append(Problem("missing-service", (unit.name,),
+                                        f"{unit.name} is enabled but its service {service} is not installed"))
+    for (_, address), units in sorted(listeners.items()):
+        if len(units) > 1:
+            problems.append(Problem(
+                "socket-conflict", tuple(units),
+                f"{' and '.join(units)} are both enabled and listen on {address}: "
+                f"only one of them can start (disable one)"))
+    for link, target in sorted(snapshot.links.items()):
+        name = os.path.basename(link)
+        unit_name = name if is_valid_unit_name(name) else os.path.basename(target)
+        scope = next((s for s, rel in ENABLEMENT_DIRS.items() if link.startswith(rel + "/")), None)
+        if scope is None or UnitKey(scope, unit_name) not in managed or target == "/dev/null":
+            continue
+        base = root if os.path.isabs(target) else root / os.path.dirname(link)
+        resolved = base / target.lstrip("/")
+        if not os.path.exists(resolved):
+            problems.append(Problem("dangling-link", (unit_name,),
+                                    f"/{link} points to {target}, which does not exist"))
+    return problems

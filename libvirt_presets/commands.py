@@ -1,0 +1,78 @@
+"""What `dnf libvirt-units` (and the standalone CLI) compute: dry-run plans, status, checks.
+
+Front ends hand in facts (a root, the config, the package changes of a resolved transaction);
+these functions read the root and return data for render.py. None of them changes anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from . import rpmdb
+from .checks import Problem, find_problems
+from .config import Config
+from .facts import PackageChange, TransactionFacts
+from .planner import Plan, UnitPlan, plan_transaction, predict_units_after
+from .presets import load_presets
+from .render import UnitStatus
+from .snapshot import Snapshot, link_units, take_snapshot
+from .systemctl import Systemctl
+from .units import SYSTEM, USER, UnitKey
+
+
+def preset_sets(root: Path) -> dict:
+    return {scope: load_presets(root, scope) for scope in (SYSTEM, USER)}
+
+
+def dry_run(root: Path, config: Config, changes: Iterable[PackageChange]) -> tuple[Plan, Snapshot]:
+    before = take_snapshot(root)
+    managed = {u: p for u, p in before.units.items() if u in config.scope}
+    facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
+    after = predict_units_after(before.units, facts)
+    return plan_transaction(before, after, facts, config, preset_sets(root)), before
+
+
+def enablement(root: Path, units: Iterable[UnitKey]) -> dict[str, str]:
+    """`systemctl is-enabled` for many units in one call per scope (one line per unit)."""
+    out: dict[str, str] = {}
+    systemctl = Systemctl(root)
+    for scope in (SYSTEM, USER):
+        names = sorted(u.name for u in units if u.scope == scope)
+        if not names:
+            continue
+        states = systemctl.is_enabled(names, user=scope == USER)
+        out.update({str(UnitKey(scope, n)): s for n, s in zip(names, states)})
+    return out
+
+
+def status(root: Path, config: Config, live: bool) -> list[UnitStatus]:
+    snap = take_snapshot(root)
+    managed = {u: p for u, p in snap.units.items() if u in config.scope}
+    owners = rpmdb.owners(root, managed)
+    presets = preset_sets(root)
+    states = enablement(root, managed)
+    active: dict[str, str] = {}
+    if live:
+        names = sorted(u.name for u in managed if u.scope == SYSTEM)
+        active = {n: st.active_state for n, st in Systemctl(root).show(names).items()}
+    result = []
+    for unit in sorted(managed):
+        decision = presets[unit.scope].decide(unit.name)
+        row = UnitPlan(unit, owners.get(unit), owners.get(unit), (), ())
+        result.append(UnitStatus(row, states.get(str(unit), "unknown"), decision.action, decision.reason,
+                                 active.get(unit.name) if live and unit.scope == SYSTEM else None))
+    return result
+
+
+def check(root: Path, config: Config) -> list[Problem]:
+    snap = take_snapshot(root)
+    managed = {u for u in set(snap.units) | _linked_units(snap) if u in config.scope}
+    return find_problems(root, snap, managed)
+
+
+def _linked_units(snap: Snapshot) -> set[UnitKey]:
+    found: set[UnitKey] = set()
+    for link, target in snap.links.items():
+        found |= link_units(link, target)
+    return found

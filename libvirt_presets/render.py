@@ -1,0 +1,100 @@
+"""Plans, status and problems as text tables for people and as JSON for programs.
+
+The JSON shape is documented in doc/json.md and doc/libvirt-units.schema.json; tests validate
+every command's output against that schema.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from .checks import Problem
+from .planner import Plan, UnitPlan
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    row: UnitPlan
+    enablement: str = ""
+    preset: str = ""
+    preset_reason: str = ""
+    active: str | None = None
+
+    @property
+    def drift(self) -> bool:
+        """The admin's choice differs from what the preset would make of the unit."""
+        wanted = {"enable": "enabled", "disable": "disabled"}.get(self.preset)
+        return wanted is not None and self.enablement in ("enabled", "disabled") and self.enablement != wanted
+
+
+def row_json(row: UnitPlan, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "unit": row.unit.name,
+        "scope": row.unit.scope,
+        "package_before": row.package_before,
+        "package_after": row.package_after,
+        "actions": list(row.actions),
+        "reasons": list(row.reasons),
+        **(extra or {}),
+    }
+
+
+def plan_json(plan: Plan, command: str, root: str, enablement: dict[str, str] | None = None,
+              transaction: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    enablement = enablement or {}
+    units = [row_json(r, {"enablement": enablement[str(r.unit)]} if str(r.unit) in enablement else None)
+             for r in plan.rows]
+    return {"command": command, "root": root, "transaction": list(transaction), "units": units,
+            "problems": []}
+
+
+def status_json(statuses: Iterable[UnitStatus], root: str) -> dict[str, Any]:
+    units = []
+    for st in statuses:
+        extra: dict[str, Any] = {"enablement": st.enablement, "preset": st.preset,
+                                 "preset_reason": st.preset_reason, "drift": st.drift}
+        if st.active is not None:
+            extra["active"] = st.active
+        units.append(row_json(st.row, extra))
+    return {"command": "status", "root": root, "transaction": [], "units": units, "problems": []}
+
+
+def problems_json(problems: Sequence[Problem], root: str, units: Sequence[UnitPlan] = ()) -> dict[str, Any]:
+    return {"command": "check", "root": root, "transaction": [], "units": [row_json(r) for r in units],
+            "problems": [{"kind": p.kind, "units": list(p.units), "message": p.message} for p in problems]}
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+@dataclass
+class Table:
+    headers: Sequence[str]
+    rows: list[Sequence[str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        widths = [max(len(str(c)) for c in col) for col in zip(self.headers, *self.rows)]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                 for r in [self.headers, *self.rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def plan_table(plan: Plan, enablement: dict[str, str]) -> str:
+    table = Table(("unit", "package before -> after", "now", "actions", "why"))
+    for r in plan.rows:
+        change = f"{r.package_before or '-'} -> {r.package_after or '-'}"
+        table.rows.append((str(r.unit), change, enablement.get(str(r.unit), ""), ", ".join(r.actions),
+                           "; ".join(r.reasons)))
+    return str(table) if table.rows else "no managed unit is touched by this transaction"
+
+
+def status_table(statuses: Sequence[UnitStatus]) -> str:
+    table = Table(("unit", "package", "enablement", "preset", "drift", "active", "preset rule"))
+    for st in statuses:
+        table.rows.append((str(st.row.unit), st.row.package_after or "-", st.enablement, st.preset,
+                           "yes" if st.drift else "", st.active or "", st.preset_reason))
+    return str(table) if table.rows else "no managed unit is installed"
