@@ -20,6 +20,8 @@ logger = logging.getLogger("dnf.plugin.libvirt-units")
 
 MSG_FAILED = "libvirt-units: %s; the transaction goes on without per-unit handling"
 MSG_CONFIG = "libvirt-units: %s"
+MSG_NOT_ROOT = ("libvirt-units: not running as root: planning from the metadata cache (as with -C); "
+                "run as root to refresh repository metadata")
 MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
 
 ACTIONS = {
@@ -134,6 +136,9 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         sub = self.opts.subcommand
         if self.opts.dry_run or sub in ("upgrade", "install", "remove"):
             demands.available_repos = sub != "remove"
+            if os.geteuid() != 0 and not self.base.conf.cacheonly:
+                logger.warning(MSG_NOT_ROOT)
+                demands.cacheonly = True
             # the dry run needs file lists from metadata (the real hook reads rpm headers)
             types = getattr(self.base.conf, "optional_metadata_types", None)
             if types is not None and "filelists" not in types:
@@ -179,7 +184,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         except dnf.exceptions.Error as exc:
             raise dnf.exceptions.Error(f"libvirt-units: cannot resolve the {sub}: {exc}") from exc
         changes = transaction_changes(base.transaction, root, from_headers=False)
-        plan, _ = commands.dry_run(root, config, changes)
+        plan, _ = commands.dry_run(root, config, changes, session.is_live(root))
         states = commands.enablement(root, [r.unit for r in plan.rows if r.package_before])
         tx = [{"package": c.nevra, "action": c.action} for c in changes]
         if self.opts.json:

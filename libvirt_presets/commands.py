@@ -25,12 +25,12 @@ def preset_sets(root: Path) -> dict:
     return {scope: load_presets(root, scope) for scope in (SYSTEM, USER)}
 
 
-def dry_run(root: Path, config: Config, changes: Iterable[PackageChange]) -> tuple[Plan, Snapshot]:
+def dry_run(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> tuple[Plan, Snapshot]:
     before = take_snapshot(root)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
     after = predict_units_after(before.units, facts)
-    return plan_transaction(before, after, facts, config, preset_sets(root)), before
+    return plan_transaction(before, after, facts, config, preset_sets(root), live), before
 
 
 def enablement(root: Path, units: Iterable[UnitKey]) -> dict[str, str]:

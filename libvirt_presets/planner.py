@@ -70,6 +70,7 @@ def plan_transaction(
     tx: TransactionFacts,
     config: Config,
     presets: Mapping[str, PresetOracle] | None = None,
+    live: bool = True,
 ) -> Plan:
     """Decide presets, held enablement and restart candidates for one transaction.
 
@@ -98,21 +99,20 @@ def plan_transaction(
     to_preset = tuple(new_units) if config.presets else ()
     for unit in new_units:
         src = shipped.get(unit)
-        by = f" (shipped by {src.nevra})" if src else ""
+        by = f" in {src.nevra}" if src else ""
         if config.presets:
             oracle = (presets or {}).get(unit.scope)
             if oracle is None:
-                note(unit, "preset", f"new unit: no {unit.name} file before the transaction{by}")
+                note(unit, "preset", f"new unit{by}")
             else:
                 decision = oracle.decide(unit.name)
-                note(unit, f"preset:{decision.action}",
-                     f"new unit: no {unit.name} file before the transaction{by}; {decision.reason}")
+                note(unit, f"preset:{decision.action}", f"new unit{by}; {decision.reason}")
         else:
             note(unit, "none", "new unit, but presets = no in the configuration")
     held = tuple(kept) if config.presets else ()
     for unit in held:
         if unit in shipped:
-            note(unit, "keep", "unit existed before the transaction: enablement kept as the admin left it")
+            note(unit, "keep", "existed before: enablement kept as it is")
     for unit in gone:
         note(unit, "none", "unit file removed by the transaction")
 
@@ -131,15 +131,15 @@ def plan_transaction(
                     key = UnitKey(SYSTEM, service)
                     if key in units_before and key in after:
                         candidates.setdefault(service, change.nevra)
-    if config.restarts:
+    if config.restarts and live:  # an installroot has no running services to restart
         for service, trigger in sorted(candidates.items()):
             key = UnitKey(SYSTEM, service)
             policy = config.policy(service)
             if policy == NEVER:
-                note(key, "none", f"{trigger} changed, but the policy for {service} is never")
+                note(key, "none", f"{trigger} changed; policy never")
             elif policy == RELOAD:
                 reloads[service] = trigger
-                note(key, "reload", f"{trigger} changed; policy reload (keeps its file descriptors)")
+                note(key, "reload", f"{trigger} changed; policy reload")
             else:
                 restarts[service] = trigger
                 note(key, "restart", f"{trigger} changed")

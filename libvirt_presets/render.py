@@ -86,10 +86,15 @@ class Table:
 def plan_table(plan: Plan, enablement: dict[str, str]) -> str:
     table = Table(("unit", "package before -> after", "now", "actions", "why"))
     for r in plan.rows:
-        change = f"{r.package_before or '-'} -> {r.package_after or '-'}"
+        change = f"{_short(r.package_before)} -> {_short(r.package_after)}"
         table.rows.append((str(r.unit), change, enablement.get(str(r.unit), ""), ", ".join(r.actions),
                            "; ".join(r.reasons)))
     return str(table) if table.rows else "no managed unit is touched by this transaction"
+
+
+def _short(nevra: str | None) -> str:
+    """name-version-release without the arch: the table is for people, JSON keeps the NEVRA."""
+    return nevra.rsplit(".", 1)[0] if nevra else "-"
 
 
 def status_table(statuses: Sequence[UnitStatus]) -> str:

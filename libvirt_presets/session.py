@@ -77,7 +77,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Sn
     after = take_snapshot(pending.root)
     facts = pending.facts.with_done(done_nevras)
     presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
-    return plan_transaction(pending.before, after.units, facts, pending.config, presets), after
+    return plan_transaction(pending.before, after.units, facts, pending.config, presets, pending.live), after
 
 
 def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:

@@ -206,3 +206,12 @@ def test_live_actions_filter_by_manager_state():
     assert acts.try_reload == ("virtlogd.service",)
     assert acts.start == ("f.service",)
     assert set(acts.skipped) == {"b.service", "c.service", "d.service", "e.service", "g.service", "h.service"}
+
+
+def test_installroot_plans_no_restart_at_all():
+    before = snap(*DAEMONS)
+    tx = restart_tx(pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.service"),
+                    pkg("libvirt-daemon-config-network", "9.1.0", UPGRADE))
+    plan = plan_transaction(before, set(before.units), tx, Config(), live=False)
+    assert plan.restarts == {} and plan.reloads == {}
+    assert all("restart" not in r.actions for r in plan.rows)
