@@ -57,6 +57,12 @@ class LibvirtUnits(dnf.Plugin):
         self._config = load_config(config_files(self.base.conf))
         for problem in self._config.problems:
             logger.warning(MSG_CONFIG, problem)
+        # An earlier dnf killed between rpm and our step left a journal: finish it now, on any
+        # command that may act (root, not a test run, not our own read-only command).
+        conf = self.base.conf
+        ours = isinstance(getattr(self.cli, "command", None), LibvirtUnitsCommand)
+        if self._config.enabled and os.geteuid() == 0 and "test" not in conf.tsflags and not ours:
+            self._guarded(lambda: session.resume(Path(conf.installroot or "/"), self._config))
 
     def pre_transaction(self) -> None:
         self._pending = None
@@ -125,15 +131,15 @@ class LibvirtUnitsCommand(dnf.cli.Command):
                             help="resolve a transaction (default: upgrade) and print the plan; change nothing")
         parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
         parser.add_argument("subcommand", nargs="?", default=None,
-                            choices=["upgrade", "install", "remove", "status", "check"],
+                            choices=["upgrade", "install", "remove", "status", "check", "resume"],
                             help="with --dry-run: the transaction to plan; else status or check")
         parser.add_argument("packages", nargs="*", help="package specs for install/remove/upgrade")
 
     def configure(self) -> None:
         demands = self.cli.demands
         demands.sack_activation = True
-        demands.root_user = False
         sub = self.opts.subcommand
+        demands.root_user = sub == "resume"
         if self.opts.dry_run or sub in ("upgrade", "install", "remove"):
             demands.available_repos = sub != "remove"
             if os.geteuid() != 0 and not self.base.conf.cacheonly:
@@ -154,6 +160,9 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         elif sub == "status":
             rows = commands.status(root, config, session.is_live(root))
             print(render.dumps(render.status_json(rows, str(root))) if opts.json else render.status_table(rows))
+        elif sub == "resume":
+            if session.resume(root, config) is None:
+                print("libvirt-units: no unfinished transaction to complete")
         elif sub == "check":
             problems = commands.check(root, config)
             if opts.json:

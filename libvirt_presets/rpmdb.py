@@ -62,3 +62,21 @@ def package_files(root: Path, package_file: str) -> tuple[str, str, frozenset[st
         hdr = ts.hdrFromFdno(fd.fileno())
     files = frozenset(f.name for f in rpm.files(hdr))
     return hdr["name"], nevra(hdr), files
+
+
+def cookie(root: Path) -> str | None:
+    """rpm's database cookie: it changes whenever rpm changes the database."""
+    ts = _ts(root)
+    try:
+        ts.openDB()
+        return ts.dbCookie()
+    finally:
+        ts.closeDB()
+
+
+def installed_nevras(root: Path) -> set[str]:
+    ts = _ts(root)
+    try:
+        return {nevra(hdr) for hdr in ts.dbMatch()}
+    finally:
+        ts.closeDB()

@@ -7,12 +7,13 @@ functions over explicit data so the dnf plugin, the CLI and the tests share them
 from __future__ import annotations
 
 import os
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import render, report, rpmdb, state
+from . import journal, render, report, rpmdb, state
 from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
@@ -29,9 +30,13 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint(name: str) -> None:
-    """Test seam: LIBVIRT_UNITS_TEST_CHECKPOINT=raise:NAME makes step NAME fail."""
-    if os.environ.get(CHECKPOINT_ENV) == f"raise:{name}":
+    """Test seam: LIBVIRT_UNITS_TEST_CHECKPOINT=raise:NAME makes step NAME fail, kill:NAME kills
+    the whole process there (as an OOM kill or a power cut would)."""
+    wanted = os.environ.get(CHECKPOINT_ENV, "")
+    if wanted == f"raise:{name}":
         raise CheckpointError(f"forced failure at checkpoint {name}")
+    if wanted == f"kill:{name}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def is_live(root: Path) -> bool:
@@ -57,6 +62,8 @@ class Pending:
     # unit -> invocation ID of the units active before rpm ran (live hosts only)
     invocations_before: dict[str, str]
     began_usec: int
+    # the journal as written: facts plus the steps already done
+    record: dict = field(default_factory=dict)
 
 
 def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> Pending:
@@ -68,7 +75,11 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
     invocations = read_invocations(root) if live and config.restarts else {}
     began = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    return Pending(root, config, live, before, facts, invocations, began)
+    record = journal.encode(before, facts, live=live, invocations=invocations, began_usec=began,
+                            rpmdb_cookie=rpmdb.cookie(root), done=[])
+    journal.save(root, record)  # before rpm runs: a killed dnf loses nothing
+    checkpoint("after-snapshot")
+    return Pending(root, config, live, before, facts, invocations, began, record)
 
 
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
@@ -99,13 +110,57 @@ def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
            systemctl: Systemctl | None = None) -> Outcome:
+    """Plan from the facts and the root as it is now, apply, then drop the journal.
+
+    Each step is marked in the journal once done, so a resumed run neither repeats a restart
+    nor skips a preset. Presets and link restores are idempotent anyway.
+    """
     checkpoint("finish")
+    root, record = pending.root, pending.record
+    done = set(record.get("done", []))
     plan, _ = plan_after(pending, done_nevras)
     outcome = Outcome()
-    systemctl = systemctl or Systemctl(pending.root)
-    apply_presets(plan, systemctl, outcome)
-    hold_enablement(plan, pending.root, outcome)
-    if pending.live and pending.config.restarts:
+    systemctl = systemctl or Systemctl(root)
+
+    def step(name: str) -> None:
+        if record:
+            journal.mark_done(root, record, name)
+
+    if "presets" not in done:
+        apply_presets(plan, systemctl, outcome)
+        step("presets")
+    checkpoint("mid-actions")
+    hold_enablement(plan, root, outcome)
+    step("links")
+    if pending.live and pending.config.restarts and "live" not in done:
         apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome)
-    record_outcome(pending.root, plan, outcome)
+        step("live")
+    record_outcome(root, plan, outcome)
+    journal.clear(root)
     return outcome
+
+
+def resume(root: Path, config: Config) -> Outcome | None:
+    """Finish the transaction an earlier, killed dnf left in the journal (idempotent).
+
+    A journal whose transaction never reached rpm (the rpmdb is unchanged) is discarded: its
+    facts describe a transaction that did not happen.
+    """
+    record = journal.load(root)
+    if record is None:
+        return None
+    try:
+        before, facts, meta = journal.decode(record)
+    except journal.JournalError as exc:
+        journal.quarantine(root, str(exc))
+        return None
+    if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
+        report.warn("discarding the journal of a transaction that never reached rpm")
+        journal.clear(root)
+        return None
+    report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
+    installed = rpmdb.installed_nevras(root)
+    done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
+    live = meta["live"] and is_live(root)
+    pending = Pending(root, config, live, before, facts, meta["invocations_before"], meta["began_usec"], record)
+    return finish(pending, done_nevras)

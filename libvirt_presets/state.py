@@ -61,6 +61,8 @@ def read_json(root: Path, name: str) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
     version = data.get("version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown format version {version!r}")

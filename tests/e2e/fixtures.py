@@ -82,8 +82,11 @@ disable *
 # Applets the chrooted scriptlets (and a curious developer) need besides sh itself.
 BUSYBOX_APPLETS = (
     "sh", "[", "[[", "test", "true", "false", "echo", "cat", "ls", "mkdir", "rm", "ln",
-    "sleep", "grep", "sed", "env",
+    "sleep", "grep", "sed", "env", "kill",
 )
+# A test that wants dnf killed in the middle of the rpm transaction creates this file (with the
+# package name in it) in the root; that package's %post then kills its parent, dnf.
+KILL_MARKER = "/etc/fixture-kill-dnf-in"
 
 
 class CommandFailed(AssertionError):
@@ -416,7 +419,10 @@ def scriptlets(pkg: FixturePackage, style: str) -> dict[str, str]:
             units = " ".join(pkg.user_units)
             sections["post"].append(when("-eq 1", f"systemctl --global preset {units}"))
             sections["preun"].append(when("-eq 0", f"systemctl --global disable {units}"))
-    if pkg.log_posttrans:
+    if pkg.log_posttrans:  # the libvirt packages (not the infrastructure)
+        sections["post"].append(
+            f'if [ "$(cat {KILL_MARKER} 2>/dev/null)" = "{pkg.name}" ]; then '
+            f'rm -f {KILL_MARKER}; kill -9 $PPID; sleep 5; fi')
         line = f"posttrans {pkg.name}-{pkg.version}"
         sections["posttrans"].append(f'[ -d /var/log ] && echo "{line}" >> {EVENTS_LOG} || :')
     return {name: "\n".join(body) for name, body in sections.items() if body}

@@ -1,0 +1,113 @@
+"""The pending-plan journal: a transaction's facts survive a dnf killed mid-way.
+
+If dnf dies between the rpm transaction and our step (OOM, SSH drop, Ctrl-C, power loss), the
+facts taken before rpm ran — which units existed, their links, what ran — are the only way to
+tell new units from old ones afterwards. `begin()` writes them before rpm runs; each completed
+step is marked; the next dnf run (or `resume`) finishes the job and removes the file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import report, state
+from .facts import PackageChange, TransactionFacts
+from .snapshot import Snapshot
+from .units import SYSTEM, USER, UnitKey, is_valid_unit_name
+
+PENDING = "pending.json"
+STEPS = ("presets", "links", "live")
+
+
+class JournalError(ValueError):
+    """The journal file is not one we can trust (corrupt, unknown version, wrong shape)."""
+
+
+def _unit(raw: Any) -> UnitKey:
+    scope, name = raw
+    if scope not in (SYSTEM, USER) or not isinstance(name, str) or not is_valid_unit_name(name):
+        raise JournalError(f"bad unit {raw!r}")
+    return UnitKey(scope, name)
+
+
+def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations: dict[str, str],
+           began_usec: int, rpmdb_cookie: str | None, done: list[str]) -> dict[str, Any]:
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "live": live,
+        "began_usec": began_usec,
+        "rpmdb_cookie": rpmdb_cookie,
+        "invocations_before": invocations,
+        "units_before": [[u.scope, u.name, p] for u, p in sorted(before.units.items())],
+        "links_before": before.links,
+        "owners_before": [[u.scope, u.name, n] for u, n in sorted(facts.owners_before.items())],
+        "changes": [{"name": c.name, "nevra": c.nevra, "action": c.action, "files": sorted(c.files)}
+                    for c in facts.changes],
+        "done": done,
+    }
+
+
+def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, Any]]:
+    """Rebuild the facts; anything malformed raises JournalError (never a half-trusted plan)."""
+    try:
+        before = Snapshot(
+            units={_unit(r[:2]): str(r[2]) for r in data["units_before"]},
+            links={str(k): str(v) for k, v in dict(data["links_before"]).items()},
+        )
+        owners = {_unit(r[:2]): str(r[2]) for r in data["owners_before"]}
+        changes = tuple(
+            PackageChange(str(c["name"]), str(c["nevra"]), str(c["action"]), frozenset(map(str, c["files"])))
+            for c in data["changes"]
+        )
+        meta = {
+            "live": bool(data["live"]),
+            "began_usec": int(data["began_usec"]),
+            "rpmdb_cookie": data["rpmdb_cookie"],
+            "invocations_before": {str(k): str(v) for k, v in dict(data["invocations_before"]).items()},
+            "done": [s for s in data["done"] if s in STEPS],
+        }
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise JournalError(f"malformed journal: {exc}") from exc
+    return before, TransactionFacts(changes, owners), meta
+
+
+def save(root: Path, data: dict[str, Any]) -> None:
+    state.write_json(root, PENDING, data)
+
+
+def mark_done(root: Path, data: dict[str, Any], step: str) -> None:
+    data["done"] = [*data.get("done", []), step]
+    save(root, data)
+
+
+def clear(root: Path) -> None:
+    try:
+        (state.state_dir(root) / PENDING).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def quarantine(root: Path, why: str) -> None:
+    path = state.state_dir(root) / PENDING
+    aside = path.with_name(f"{PENDING}.corrupt-{int(time.time())}")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        pass
+    report.warn(f"{path}: unusable journal moved to {aside.name}: {why}")
+
+
+def load(root: Path) -> dict[str, Any] | None:
+    """The unfinished journal, or None. A corrupt one is moved aside with a warning."""
+    path = state.state_dir(root) / PENDING
+    try:
+        return state.read_json(root, PENDING)
+    except OSError as exc:  # a symlinked path, an unreadable file: refuse, touch nothing
+        report.warn(f"{path}: journal refused: {exc}")
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        quarantine(root, str(exc))
+        return None
