@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .snapshot import Snapshot
+from .snapshot import Snapshot, read_unit_settings
 from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name
 
 LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenFIFO",
@@ -36,40 +36,6 @@ def enabled_units(snapshot: Snapshot) -> set[UnitKey]:
                 if link.startswith(rel + "/"):
                     enabled.add(UnitKey(scope, parts[-1]))
     return enabled
-
-
-def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[str, list[str]]:
-    """`Key=value` settings of a unit: vendor file (or an /etc override) plus drop-ins.
-
-    An empty assignment resets a list setting, as systemd does.
-    """
-    paths = []
-    etc = root / ENABLEMENT_DIRS[unit.scope] / unit.name
-    if etc.is_file() and not etc.is_symlink():
-        paths.append(etc)
-    elif unit in snapshot.units:
-        paths.append(root / snapshot.units[unit])
-    vendor_dir = (root / snapshot.units[unit]).parent if unit in snapshot.units else None
-    for base in filter(None, (vendor_dir, root / ENABLEMENT_DIRS[unit.scope])):
-        dropins = base / f"{unit.name}.d"
-        if dropins.is_dir():
-            paths += sorted(dropins.glob("*.conf"))
-    settings: dict[str, list[str]] = {}
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        for raw in text.splitlines():
-            line = raw.strip()
-            if "=" not in line or line.startswith(("#", ";", "[")):
-                continue
-            key, value = (s.strip() for s in line.split("=", 1))
-            if value == "":
-                settings[key] = []
-            else:
-                settings.setdefault(key, []).append(value)
-    return settings
 
 
 def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list[Problem]:

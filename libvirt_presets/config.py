@@ -33,7 +33,7 @@ DEFAULT_TRIGGERS = {
 
 _BOOLS = {"1": True, "yes": True, "true": True, "on": True,
           "0": False, "no": False, "false": False, "off": False}
-_MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts")
+_MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts", "guard")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Config:
     scope: Scope = Scope()
     presets: bool = True
     restarts: bool = True
+    guard: bool = True
     # unit name or glob -> policy; exact names win, then globs in file order
     policies: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     # package-name glob, or absolute file glob, -> services to restart when it changes
@@ -93,7 +94,7 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
         if section == "main":
             if key not in _MAIN_KEYS:
                 bad(lineno, f"unknown key {key!r} in [main] (ignored)")
-            elif key in ("enabled", "presets", "restarts"):
+            elif key in ("enabled", "presets", "restarts", "guard"):
                 if value.lower() not in _BOOLS:
                     bad(lineno, f"{key}: expected yes/no, got {value!r} (default kept)")
                 else:
@@ -134,6 +135,7 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
         enabled=bool(main.get("enabled", cfg.enabled)),
         presets=bool(main.get("presets", cfg.presets)),
         restarts=bool(main.get("restarts", cfg.restarts)),
+        guard=bool(main.get("guard", cfg.guard)),
         scope=Scope(globs or DEFAULT_UNIT_GLOBS),
         policies=policies,
         triggers=triggers,

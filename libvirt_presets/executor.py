@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import report
 from .planner import LinkRepair, LiveActions, Plan, link_repairs, live_actions
-from .snapshot import link_scope, take_snapshot
+from .snapshot import link_scope, read_service_states, take_snapshot
 from .systemctl import CommandError, Systemctl, UnitState
 from .units import SYSTEM, USER, UnitKey
 
@@ -176,16 +176,16 @@ def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, systemctl: Syste
 
 
 def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, str],
-               began_usec: int, outcome: Outcome) -> None:
+               began_usec: int, outcome: Outcome, force_reload: bool = False) -> None:
     """One daemon-reload, then one try-restart and one try-reload-or-restart batch."""
-    if plan.daemon_reload or outcome.repaired or outcome.preset:
+    if plan.daemon_reload or outcome.repaired or outcome.preset or force_reload:
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {_first_line(result.stderr)}")
     services = sorted(set(plan.restarts) | set(plan.reloads))
     if not services:
         return
-    states = systemctl.show(services)
+    states = read_service_states(systemctl.root, services)
     actions = live_actions(plan, invocations_before, states, began_usec)
     outcome.live = actions
     for unit, why in actions.skipped.items():

@@ -19,7 +19,7 @@ from .snapshot import Snapshot
 from .units import SYSTEM, USER, UnitKey, is_valid_unit_name
 
 PENDING = "pending.json"
-STEPS = ("presets", "links", "live")
+STEPS = ("unguard", "presets", "links", "live")
 
 
 class JournalError(ValueError):
@@ -34,7 +34,8 @@ def _unit(raw: Any) -> UnitKey:
 
 
 def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations: dict[str, str],
-           began_usec: int, rpmdb_cookie: str | None, done: list[str]) -> dict[str, Any]:
+           began_usec: int, rpmdb_cookie: str | None, done: list[str],
+           guards: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "live": live,
@@ -47,6 +48,7 @@ def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations
         "changes": [{"name": c.name, "nevra": c.nevra, "action": c.action, "files": sorted(c.files)}
                     for c in facts.changes],
         "done": done,
+        "guards": list(guards),
     }
 
 
@@ -68,6 +70,7 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
             "rpmdb_cookie": data["rpmdb_cookie"],
             "invocations_before": {str(k): str(v) for k, v in dict(data["invocations_before"]).items()},
             "done": [s for s in data["done"] if s in STEPS],
+            "guards": [_unit([SYSTEM, g]).name for g in data.get("guards", [])],
         }
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise JournalError(f"malformed journal: {exc}") from exc

@@ -256,3 +256,8 @@ def predict_units_after(units_before: set[UnitKey] | dict[UnitKey, str], tx: Tra
     leaving = set().union(*(units_in_files(c.files) for c in tx.changes if not c.inbound))
     arriving = set().union(*(units_in_files(c.files) for c in tx.incoming))
     return (set(units_before) - leaving) | arriving
+
+
+def guard_candidates(plan: Plan, invocations_before: Mapping[str, str]) -> tuple[str, ...]:
+    """Running services the transaction will restart or reload: guard them while rpm runs."""
+    return tuple(sorted(s for s in set(plan.restarts) | set(plan.reloads) if s in invocations_before))

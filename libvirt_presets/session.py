@@ -6,6 +6,7 @@ functions over explicit data so the dnf plugin, the CLI and the tests share them
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -13,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from . import guards as runtime_guards
 from . import journal, render, report, rpmdb, state
 from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
-from .planner import Plan, plan_transaction
+from .planner import Plan, guard_candidates, plan_transaction, predict_units_after
 from .snapshot import Snapshot, read_invocations, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER
@@ -74,12 +76,34 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     managed = {u: p for u, p in before.units.items() if u in config.scope}
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
     invocations = read_invocations(root) if live and config.restarts else {}
+    guards: tuple[str, ...] = ()
+    if live and config.restarts and config.guard:
+        predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, config)
+        guards = guard_candidates(predicted, invocations)
     began = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     record = journal.encode(before, facts, live=live, invocations=invocations, began_usec=began,
-                            rpmdb_cookie=rpmdb.cookie(root), done=[])
-    journal.save(root, record)  # before rpm runs: a killed dnf loses nothing
+                            rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards)
+    journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
+    if guards:
+        guard_services(root, guards)
     checkpoint("after-snapshot")
     return Pending(root, config, live, before, facts, invocations, began, record)
+
+
+def guard_services(root: Path, services: tuple[str, ...]) -> None:
+    placed = runtime_guards.place(root, services)
+    result = Systemctl(root).daemon_reload()
+    if result.returncode != 0:
+        report.warn(f"daemon-reload after placing guards failed: {result.stderr.strip()}")
+    report.log.info("libvirt-units: guarding %s against restarts while rpm runs", " ".join(placed))
+
+
+def unguard_services(root: Path, services: list[str]) -> bool:
+    """Remove our runtime guards; True when a daemon-reload is needed to drop them."""
+    removed = runtime_guards.remove(root, services)
+    for unit in removed:
+        report.record("unguard", unit, "done", "the rpm transaction is over", level=logging.DEBUG)
+    return bool(removed)
 
 
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
@@ -115,17 +139,20 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     Each step is marked in the journal once done, so a resumed run neither repeats a restart
     nor skips a preset. Presets and link restores are idempotent anyway.
     """
-    checkpoint("finish")
     root, record = pending.root, pending.record
     done = set(record.get("done", []))
-    plan, _ = plan_after(pending, done_nevras)
-    outcome = Outcome()
-    systemctl = systemctl or Systemctl(root)
 
     def step(name: str) -> None:
         if record:
             journal.mark_done(root, record, name)
 
+    # First of all, whatever fails later: no service may stay guarded.
+    unguarded = "unguard" not in done and unguard_services(root, record.get("guards", []))
+    step("unguard")
+    checkpoint("finish")
+    plan, _ = plan_after(pending, done_nevras)
+    outcome = Outcome()
+    systemctl = systemctl or Systemctl(root)
     if "presets" not in done:
         apply_presets(plan, systemctl, outcome)
         step("presets")
@@ -133,8 +160,11 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     hold_enablement(plan, root, outcome)
     step("links")
     if pending.live and pending.config.restarts and "live" not in done:
-        apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome)
+        apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome,
+                   force_reload=unguarded)
         step("live")
+    elif unguarded and is_live(root):
+        systemctl.daemon_reload()
     record_outcome(root, plan, outcome)
     journal.clear(root)
     return outcome
@@ -156,6 +186,8 @@ def resume(root: Path, config: Config) -> Outcome | None:
         return None
     if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
         report.warn("discarding the journal of a transaction that never reached rpm")
+        if unguard_services(root, meta["guards"]) and is_live(root):
+            Systemctl(root).daemon_reload()
         journal.clear(root)
         return None
     report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
