@@ -87,6 +87,8 @@ BUSYBOX_APPLETS = (
 # A test that wants dnf killed in the middle of the rpm transaction creates this file (with the
 # package name in it) in the root; that package's %post then kills its parent, dnf.
 KILL_MARKER = "/etc/fixture-kill-dnf-in"
+# ... and this one makes that package's %pre fail, so rpm fails just that transaction element.
+FAIL_MARKER = "/etc/fixture-fail-pre-in"
 
 
 class CommandFailed(AssertionError):
@@ -407,7 +409,7 @@ def scriptlets(pkg: FixturePackage, style: str) -> dict[str, str]:
     """
     if style not in STYLES:
         raise ValueError(f"unknown scriptlet style {style!r}; known: {STYLES}")
-    sections: dict[str, list[str]] = {"post": [], "preun": [], "postun": [], "posttrans": []}
+    sections: dict[str, list[str]] = {"pre": [], "post": [], "preun": [], "postun": [], "posttrans": []}
     if style == "classic":
         if pkg.units:
             units = " ".join(pkg.units)
@@ -420,6 +422,7 @@ def scriptlets(pkg: FixturePackage, style: str) -> dict[str, str]:
             sections["post"].append(when("-eq 1", f"systemctl --global preset {units}"))
             sections["preun"].append(when("-eq 0", f"systemctl --global disable {units}"))
     if pkg.log_posttrans:  # the libvirt packages (not the infrastructure)
+        sections["pre"].append(f'if [ "$(cat {FAIL_MARKER} 2>/dev/null)" = "{pkg.name}" ]; then exit 1; fi')
         sections["post"].append(
             f'if [ "$(cat {KILL_MARKER} 2>/dev/null)" = "{pkg.name}" ]; then '
             f'rm -f {KILL_MARKER}; kill -9 $PPID; sleep 5; fi')

@@ -277,3 +277,25 @@ def test_s11_user_unit_untouched_on_later_upgrade(root, repos):
     root.dnf("upgrade", repo=repos.v920, plugin=True, plugin_conf=SESSION_CONF)
     assert root.packages()["libvirt-daemon-session"] == "9.2.0"
     assert root.links() == before
+
+
+# failed transaction elements ----------------------------------------------------------------
+
+@pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
+def test_failed_element_acts_only_on_what_changed(root, repos, plugin):
+    """libvirt-daemon-driver-qemu 9.1.0's %pre fails: rpm skips that element, the rest upgrades."""
+    from tests.e2e.fixtures import FAIL_MARKER
+
+    monolithic_host(root, repos.v900, plugin)
+    (root.path / FAIL_MARKER.lstrip("/")).write_text("libvirt-daemon-driver-qemu")
+    result = root.dnf("upgrade", repo=repos.v910, plugin=plugin, check=False)
+    assert result.returncode != 0  # dnf reports the failed element
+    pkgs = root.packages()
+    assert pkgs["libvirt-daemon-driver-qemu"] == "9.0.0" and pkgs["libvirt-daemon-proxy"] == "9.1.0"
+    assert root.is_enabled("virtqemud-admin.socket") == "not-found"  # never arrived: nothing to preset
+    if plugin:
+        for unit in ("virtproxyd.service", *PROXY_SOCKETS):
+            assert root.is_enabled(unit) == "disabled", unit
+        assert "Traceback" not in result.output
+    else:
+        assert root.is_enabled("virtproxyd.socket") == "enabled"
