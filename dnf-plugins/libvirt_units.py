@@ -60,18 +60,18 @@ class LibvirtUnits(dnf.Plugin):
         # An earlier dnf killed between rpm and our step left a journal: finish it now, on any
         # command that may act (root, not a test run, not our own read-only command).
         conf = self.base.conf
-        ours = isinstance(getattr(self.cli, "command", None), LibvirtUnitsCommand)
-        if self._config.enabled and os.geteuid() == 0 and "test" not in conf.tsflags and not ours:
+        if self._may_act() and os.geteuid() == 0:
             self._guarded(lambda: session.resume(Path(conf.installroot or "/"), self._config))
 
     def pre_transaction(self) -> None:
         self._pending = None
-        conf = self.base.conf
-        if not self._config.enabled or "test" in conf.tsflags or conf.downloadonly:
-            return
-        if getattr(self.cli, "command", None).__class__ is LibvirtUnitsCommand:
-            return  # our own command never runs a transaction; be sure of it
-        self._guarded(self._begin)
+        if self._may_act() and not self.base.conf.downloadonly:
+            self._guarded(self._begin)
+
+    def _may_act(self) -> bool:
+        """Not when disabled, not in a test transaction, never under our own read-only command."""
+        ours = isinstance(getattr(self.cli, "command", None), LibvirtUnitsCommand)
+        return self._config.enabled and "test" not in self.base.conf.tsflags and not ours
 
     def transaction(self) -> None:
         if self._pending is not None:
@@ -107,9 +107,9 @@ def transaction_changes(transaction, root: Path, from_headers: bool) -> list[fac
         pkg = tsi.pkg
         action = ACTIONS.get(tsi.action)
         files: frozenset[str] = frozenset()
-        if action is None or not from_headers:
+        if not from_headers:
             files = frozenset(pkg.files)
-        else:
+        elif action is not None:  # outgoing packages' files are not needed after the fact
             try:
                 files = rpmdb.package_files(root, pkg.localPkg())[2]
             except (OSError, rpm.error) as exc:
