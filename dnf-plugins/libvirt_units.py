@@ -22,6 +22,7 @@ MSG_FAILED = "libvirt-units: %s; the transaction goes on without per-unit handli
 MSG_CONFIG = "libvirt-units: %s"
 MSG_NOT_ROOT = ("libvirt-units: not running as root: planning from the metadata cache (as with -C); "
                 "run as root to refresh repository metadata")
+MSG_USAGE = "libvirt-units: say --dry-run [upgrade|install|remove PKG...], status, check or resume"
 MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
 
 ACTIONS = {
@@ -132,7 +133,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
         parser.add_argument("subcommand", nargs="?", default=None,
                             choices=["upgrade", "install", "remove", "status", "check", "resume"],
-                            help="with --dry-run: the transaction to plan; else status or check")
+                            help="with --dry-run: the transaction to plan; else status, check or resume")
         parser.add_argument("packages", nargs="*", help="package specs for install/remove/upgrade")
 
     def configure(self) -> None:
@@ -172,7 +173,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             if problems:
                 raise dnf.exceptions.Error(f"libvirt-units: {len(problems)} problem(s) found")
         else:
-            raise dnf.cli.CliError("libvirt-units: say --dry-run [upgrade|install|remove PKG...], status or check")
+            raise dnf.cli.CliError(MSG_USAGE)
 
     def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
         base = self.base

@@ -16,7 +16,7 @@ from typing import Any
 from . import report, state
 from .facts import PackageChange, TransactionFacts
 from .snapshot import Snapshot
-from .units import SYSTEM, USER, UnitKey, is_valid_unit_name
+from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
 
 PENDING = "pending.json"
 STEPS = ("unguard", "presets", "links", "live")
@@ -52,12 +52,26 @@ def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations
     }
 
 
+def _link(link: Any, target: Any) -> tuple[str, str]:
+    """An enablement link as take_snapshot() records it: a plain relative path below
+    etc/systemd/{system,user}, and a target without NUL; anything else is a forged journal."""
+    if not isinstance(link, str) or not isinstance(target, str) or "\0" in link + target:
+        raise JournalError(f"bad link {link!r} -> {target!r}")
+    parts = link.split("/")
+    if (not any(link.startswith(d + "/") for d in ENABLEMENT_DIRS.values())
+            or any(part in ("", ".", "..") for part in parts)):
+        raise JournalError(f"bad link {link!r}")
+    return link, target
+
+
 def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, Any]]:
     """Rebuild the facts; anything malformed raises JournalError (never a half-trusted plan)."""
     try:
+        if not isinstance(data.get("live"), bool):
+            raise JournalError(f"bad live flag {data.get('live')!r}")
         before = Snapshot(
             units={_unit(r[:2]): str(r[2]) for r in data["units_before"]},
-            links={str(k): str(v) for k, v in dict(data["links_before"]).items()},
+            links=dict(_link(k, v) for k, v in dict(data["links_before"]).items()),
         )
         owners = {_unit(r[:2]): str(r[2]) for r in data["owners_before"]}
         changes = tuple(
@@ -72,13 +86,13 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
             "done": [s for s in data["done"] if s in STEPS],
             "guards": [_unit([SYSTEM, g]).name for g in data.get("guards", [])],
         }
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise JournalError(f"malformed journal: {exc}") from exc
     return before, TransactionFacts(changes, owners), meta
 
 
 def save(root: Path, data: dict[str, Any]) -> None:
-    state.write_json(root, PENDING, data)
+    state.write_json(root, PENDING, data, indent=None)  # rewritten after every step: keep it fast
 
 
 def mark_done(root: Path, data: dict[str, Any], step: str) -> None:
@@ -114,3 +128,20 @@ def load(root: Path) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError) as exc:
         quarantine(root, str(exc))
         return None
+
+
+# The CLI's snapshot (plain rpm, dnf5) knows no package list: it records every installed package
+# instead, NEVRA -> ID of the rpm transaction that installed it (rpmdb.installed_stamps).
+INSTALLED_BEFORE = "installed_before"
+
+
+def decode_installed(data: dict[str, Any]) -> dict[str, int]:
+    """The installed packages a CLI snapshot recorded; JournalError when malformed."""
+    raw = data.get(INSTALLED_BEFORE)
+    if not isinstance(raw, dict):
+        raise JournalError(f"malformed journal: {INSTALLED_BEFORE} is not a mapping")
+    for nevra, tid in raw.items():
+        name, _, arch = str(nevra).rpartition(".")
+        if not isinstance(nevra, str) or name.count("-") < 2 or not arch or type(tid) is not int:
+            raise JournalError(f"malformed journal: bad installed package {nevra!r}: {tid!r}")
+    return dict(raw)

@@ -6,6 +6,7 @@ repository metadata: dnf >= 4.19 no longer loads filelists by default.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -80,3 +81,54 @@ def installed_nevras(root: Path) -> set[str]:
         return {nevra(hdr) for hdr in ts.dbMatch()}
     finally:
         ts.closeDB()
+
+
+@dataclass(frozen=True)
+class InstalledPackage:
+    """One package as the rpmdb holds it (for transactions nobody described to us)."""
+
+    name: str
+    nevra: str
+    epoch: str | None
+    version: str
+    release: str
+    arch: str
+    files: frozenset[str]
+    obsoletes: frozenset[str]  # names this package obsoletes
+
+
+def installed_stamps(root: Path) -> dict[str, int]:
+    """Every installed package: NEVRA -> the ID of the rpm transaction that installed it.
+
+    A reinstall keeps the NEVRA and changes the ID, so two of these maps tell installs,
+    erasures and reinstalls apart without a list of the transaction's packages.
+    """
+    ts = _ts(root)
+    try:
+        return {nevra(hdr): int(hdr["installtid"] or 0) for hdr in ts.dbMatch()}
+    finally:
+        ts.closeDB()
+
+
+def installed_packages(root: Path, nevras: Iterable[str]) -> dict[str, InstalledPackage]:
+    """The installed packages among `nevras`, with their file lists from the rpmdb headers."""
+    import rpm
+
+    wanted = set(nevras)
+    found: dict[str, InstalledPackage] = {}
+    if not wanted:
+        return found
+    ts = _ts(root)
+    try:
+        for name in sorted({n.rsplit("-", 2)[0] for n in wanted}):  # versions hold no "-"
+            for hdr in ts.dbMatch("name", name):
+                key = nevra(hdr)
+                if key in wanted:
+                    epoch = hdr["epoch"]
+                    found[key] = InstalledPackage(
+                        hdr["name"], key, None if epoch is None else str(epoch), hdr["version"],
+                        hdr["release"], hdr["arch"] or "noarch", frozenset(f.name for f in rpm.files(hdr)),
+                        frozenset(hdr["obsoletename"] or ()))
+    finally:
+        ts.closeDB()
+    return found

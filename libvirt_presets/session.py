@@ -12,10 +12,10 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 from . import guards as runtime_guards
-from . import journal, render, report, rpmdb, state
+from . import journal, render, report, rpmdb, rpmdiff, state
 from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
@@ -98,12 +98,26 @@ def guard_services(root: Path, services: tuple[str, ...]) -> None:
     report.log.info("libvirt-units: guarding %s against restarts while rpm runs", " ".join(placed))
 
 
-def unguard_services(root: Path, services: list[str]) -> bool:
-    """Remove our runtime guards; True when a daemon-reload is needed to drop them."""
+def unguard_services(root: Path, services: list[str],
+                     triggers: Callable[[], Mapping[str, str]] | None = None) -> bool:
+    """Remove our runtime guards; True when a daemon-reload is needed to drop them.
+
+    `triggers` (service -> the package that made us guard it, for the journal's
+    TRIGGER_PACKAGE) is only asked once the files are gone: nothing may keep a guard in place.
+    """
     removed = runtime_guards.remove(root, services)
+    by = dict(triggers()) if removed and triggers else {}
     for unit in removed:
-        report.record("unguard", unit, "done", "the rpm transaction is over", level=logging.DEBUG)
+        report.record("unguard", unit, "done", "the rpm transaction is over", by.get(unit),
+                      level=logging.DEBUG)
     return bool(removed)
+
+
+def _guard_triggers(pending: Pending) -> dict[str, str]:
+    """service -> trigger package, predicted exactly as begin() predicted the guards."""
+    before, facts = pending.before, pending.facts
+    predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, pending.config)
+    return {**predicted.restarts, **predicted.reloads}
 
 
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
@@ -147,8 +161,14 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
             journal.mark_done(root, record, name)
 
     # First of all, whatever fails later: no service may stay guarded.
-    unguarded = "unguard" not in done and unguard_services(root, record.get("guards", []))
+    guards = record.get("guards", [])
+    if "unguard" not in done:
+        unguard_services(root, guards, lambda: _guard_triggers(pending))
     step("unguard")
+    # The manager forgets a guard only at its next daemon-reload: one is due whenever this
+    # transaction placed guards and the live step (which reloads) has not run, even when the
+    # files are already gone (a run killed after removing them, before reloading).
+    reload_for_guards = bool(guards) and "live" not in done
     checkpoint("finish")
     plan, _ = plan_after(pending, done_nevras)
     outcome = Outcome()
@@ -161,9 +181,9 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     step("links")
     if pending.live and pending.config.restarts and "live" not in done:
         apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome,
-                   force_reload=unguarded)
+                   force_reload=reload_for_guards)
         step("live")
-    elif unguarded and is_live(root):
+    elif reload_for_guards and is_live(root):
         systemctl.daemon_reload()
     record_outcome(root, plan, outcome)
     journal.clear(root)
@@ -191,8 +211,45 @@ def resume(root: Path, config: Config) -> Outcome | None:
         journal.clear(root)
         return None
     report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
+    if journal.INSTALLED_BEFORE in record:  # a snapshot of the standalone CLI: read rpm's work back
+        try:
+            return finish_observed(root, config, record)
+        except journal.JournalError:
+            return None
     installed = rpmdb.installed_nevras(root)
     done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
     live = meta["live"] and is_live(root)
     pending = Pending(root, config, live, before, facts, meta["invocations_before"], meta["began_usec"], record)
     return finish(pending, done_nevras)
+
+
+# -- transactions nobody describes to us: plain rpm, dnf5's actions plugin ---------------------
+
+def begin_observed(root: Path, config: Config) -> Pending:
+    """`begin()` without a package list: the installed packages are recorded as well, so that
+    `finish_observed()` can read the transaction back from the rpmdb."""
+    installed = rpmdb.installed_stamps(root)
+    pending = begin(root, config, (), is_live(root))
+    pending.record[journal.INSTALLED_BEFORE] = installed
+    journal.save(root, pending.record)
+    return pending
+
+
+def finish_observed(root: Path, config: Config, record: dict) -> Outcome | None:
+    """Finish a `begin_observed()` journal: the package changes are the difference between the
+    rpmdb then and now. Raises JournalError (the journal moved aside) when it is unusable."""
+    try:
+        before, facts, meta = journal.decode(record)
+        installed_before = journal.decode_installed(record)
+    except journal.JournalError as exc:
+        journal.quarantine(root, str(exc))
+        raise
+    if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
+        return resume(root, config)  # rpm changed nothing: resume() discards the journal
+    installed = rpmdb.installed_stamps(root)
+    arrived = rpmdb.installed_packages(root, [n for n, tid in installed.items() if installed_before.get(n) != tid])
+    changes = rpmdiff.changes_between(installed_before, installed, arrived)
+    facts = TransactionFacts(tuple(changes), facts.owners_before)
+    live = meta["live"] and is_live(root)
+    pending = Pending(root, config, live, before, facts, meta["invocations_before"], meta["began_usec"], record)
+    return finish(pending, {c.nevra for c in changes})

@@ -1,0 +1,167 @@
+"""`libvirt-units`: the plugin's guarantees around transactions dnf 4 does not run.
+
+dnf5 (its actions plugin) and plain `rpm -U` hand us no package list and load no Python plugin,
+so the same core runs as a command: `snapshot` before the transaction records the facts and every
+installed package, `apply` after it reads the transaction back from the rpmdb and acts; `status`,
+`check` and `resume` are the `dnf libvirt-units` ones. Same configuration, same journal. No dnf
+import: a host with rpm alone runs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, commands, journal, render, session, state
+from .config import CONFIG_PATH, Config, load_config
+
+log = logging.getLogger("dnf.plugin.libvirt-units")
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+MSG_DISABLED = "libvirt-units: disabled in the configuration (enabled = 0); nothing done"
+MSG_NO_SNAPSHOT = "no snapshot to apply: run 'libvirt-units snapshot' before the transaction"
+MSG_COMPLETING = "libvirt-units: completing the unfinished transaction recorded in %s"
+MSG_NOTHING_TO_RESUME = "libvirt-units: no unfinished transaction to complete"
+MSG_PROBLEMS = "libvirt-units: {} problem(s) found"
+MSG_ERROR = "libvirt-units: error: {}"
+
+DESCRIPTION = "Per-unit systemd presets, kept enablement and batched restarts around rpm transactions."
+EPILOG = ("Around plain rpm: 'libvirt-units snapshot && rpm -U PKGS; libvirt-units apply' "
+          "(or rpm-with-libvirt-units -U PKGS). dnf5 runs snapshot/apply through "
+          "/etc/dnf/libdnf5-plugins/actions.d/libvirt-units.actions; dnf 4 loads the plugin instead. "
+          "See libvirt-units(8).")
+SUBCOMMANDS = {
+    "snapshot": "before a transaction: record the units, their enablement links and the installed packages",
+    "apply": "after it: preset new units, restore the enablement of the others, restart changed services",
+    "status": "the managed units: package, enablement, preset, drift, active state",
+    "check": "find enabled sockets that conflict, sockets without their service, dangling links (exit 1)",
+    "resume": "complete a transaction a killed dnf or an interrupted 'apply' left unfinished",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", metavar="DIR", default="/", type=Path,
+                        help="act on the system installed in DIR, like rpm --root (default: /)")
+    common.add_argument("--config", metavar="FILE", default=CONFIG_PATH, type=Path,
+                        help=f"configuration file, then FILE's directory/libvirt-units.d/*.conf "
+                             f"(default: {CONFIG_PATH})")
+    noise = common.add_mutually_exclusive_group()
+    noise.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+    noise.add_argument("-v", "--verbose", action="store_true", help="print debug messages too")
+    with_json = argparse.ArgumentParser(add_help=False)
+    with_json.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
+
+    parser = argparse.ArgumentParser(prog="libvirt-units", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subs = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    for name, summary in SUBCOMMANDS.items():
+        parents = [common, with_json] if name in ("status", "check") else [common]
+        subs.add_parser(name, parents=parents, help=summary, description=summary)
+    return parser
+
+
+def config_files(path: Path) -> list[Path]:
+    """The main file, then its drop-ins in name order (as the dnf plugin reads them)."""
+    return [path, *sorted((path.parent / "libvirt-units.d").glob("*.conf"))]
+
+
+def log_to_stderr(quiet: bool, verbose: bool) -> logging.Handler:
+    # stderr only: dnf5's actions plugin parses our stdout as `var.x=...` requests
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(min(log.getEffectiveLevel(), handler.level))
+    return handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    handler = log_to_stderr(opts.quiet, opts.verbose)
+    try:
+        return run(opts)
+    finally:
+        log.removeHandler(handler)
+
+
+def run(opts: argparse.Namespace) -> int:
+    try:
+        if not opts.root.is_dir():
+            raise OSError(f"--root {opts.root}: not a directory")
+        config = load_config(config_files(opts.config))
+        for problem in config.problems:
+            log.warning("libvirt-units: %s", problem)
+        return RUNNERS[opts.subcommand](opts.root, config, opts)
+    except journal.JournalError:
+        return EXIT_ERROR  # journal.quarantine() has said why, in one line
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        if opts.verbose:
+            raise
+        print(MSG_ERROR.format(exc), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def run_snapshot(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    if not config.enabled:
+        log.info(MSG_DISABLED)
+        return EXIT_OK
+    complete_unfinished(root, config, announce=True)  # a transaction we never saw end comes first
+    session.begin_observed(root, config)
+    return EXIT_OK
+
+
+def run_apply(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    if not config.enabled:
+        log.info(MSG_DISABLED)
+        return EXIT_OK
+    if journal.load(root) is None:
+        raise RuntimeError(MSG_NO_SNAPSHOT)
+    complete_unfinished(root, config)
+    return EXIT_OK
+
+
+def run_resume(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    if journal.load(root) is None:
+        print(MSG_NOTHING_TO_RESUME)
+        return EXIT_OK
+    complete_unfinished(root, config, announce=True)
+    return EXIT_OK
+
+
+def complete_unfinished(root: Path, config: Config, announce: bool = False) -> None:
+    """Finish the journal in the root, whoever wrote it: our snapshot or a killed dnf 4."""
+    record = journal.load(root)
+    if record is None:
+        return
+    if journal.INSTALLED_BEFORE in record:
+        if announce:  # session.resume() says the same for dnf 4 journals
+            log.warning(MSG_COMPLETING, state.state_dir(root))
+        session.finish_observed(root, config, record)
+    else:
+        session.resume(root, config)
+
+
+def run_status(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    rows = commands.status(root, config, session.is_live(root))
+    print(render.dumps(render.status_json(rows, str(root))) if opts.json else render.status_table(rows))
+    return EXIT_OK
+
+
+def run_check(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    problems = commands.check(root, config)
+    if opts.json:
+        print(render.dumps(render.problems_json(problems, str(root))))
+    else:
+        print("\n".join(p.message for p in problems) or "no problems found")
+    if problems:
+        print(MSG_PROBLEMS.format(len(problems)), file=sys.stderr)
+        return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+RUNNERS = {"snapshot": run_snapshot, "apply": run_apply, "status": run_status, "check": run_check,
+           "resume": run_resume}
