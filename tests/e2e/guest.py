@@ -11,11 +11,20 @@ The guest's rpm database starts empty: :meth:`GuestDnf.setup` installs ``fixture
 (``Provides: /bin/sh``; the guest has a real one) and ``fixture-presets``, without the plugin.
 ``fixture-root`` is never installed into the guest's ``/`` (it would replace the guest's own
 ``/bin`` and libraries); it is for scratch installroots only.
+
+``GuestDnf.dnf(plugin_conf=TEXT)`` runs the plugin with a private configuration file holding
+TEXT (e.g. ``guard = no``).  A test builds packages the catalog does not model with
+:func:`build_rpms` and publishes them next to a pool's with ``publish_repos(extra=...)``.
+:func:`transact` runs one measured transaction (:class:`Run`: the fixture log lines it caused,
+the units before and after, the plugin's systemctl calls) for the restart, guard and marker
+scenarios.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -24,10 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e.container import BootedContainer
-from tests.e2e.fixtures import EVENTS_LOG, Pool
+from tests.e2e.fixtures import EVENTS_LOG, CommandFailed, Pool, link_or_copy, run
+from tests.e2e.fixtures import RPMMACROS as BUILD_RPMMACROS
 
 SRC = "/srv/src"
 REPO_DIR = "/srv/repo"
+PLUGIN_CONF_NAME = "libvirt-units.conf"
+PLUGIN_CONF_DIRS = "/var/lib/e2e-dnf/pluginconf"  # one subdirectory per config text
+# The runtime drop-in the plugin writes while rpm runs (libvirt_presets.guards)
+GUARD_GLOB = "/run/systemd/system/*.d/50-libvirt-units-guard.conf"
 HOME = "/var/lib/e2e-dnf/home"
 REPOSDIR = "/var/lib/e2e-dnf/repos.d"  # stays empty: only --repofrompath repositories
 DNF_CONF = "/var/lib/e2e-dnf/dnf.conf"
@@ -51,13 +65,51 @@ exec {SYSTEMCTL} "$@"
 """
 
 
-def publish_repos(pool: Pool, dest: Path, repos: Mapping[str, Sequence[str]]) -> Path:
+def publish_repos(pool: Pool, dest: Path, repos: Mapping[str, Sequence[str]],
+                  extra: Mapping[str, Sequence[Path]] | None = None) -> Path:
     """Publish one fixture repository per name under dest (e.g. {"v900": ["9.0.0"]}); bind
-    dest at REPO_DIR and pass the name to ``GuestDnf.dnf(repo=...)``."""
+    dest at REPO_DIR and pass the name to ``GuestDnf.dnf(repo=...)``.  ``extra`` adds RPM files
+    built by a test (see :func:`build_rpms`) to the named repositories."""
     dest.mkdir(parents=True, exist_ok=True)
     for name, versions in repos.items():
-        pool.make_repo(dest / name, versions)
+        repo = pool.make_repo(dest / name, versions)
+        rpms = list((extra or {}).get(name, ()))
+        for path in rpms:
+            link_or_copy(path, repo / path.name)
+        if rpms:
+            run(["createrepo_c", "--quiet", "--no-database", str(repo)])
     return dest
+
+
+def build_rpms(workdir: Path, specs: Mapping[str, str]) -> dict[str, Path]:
+    """Build a test's own packages: ``rpmbuild -bb`` of each spec text (all in parallel), with
+    the fixture pools' macros.  Returns every built RPM as ``NAME-VERSION`` -> file.
+
+    Spec texts usually start from :func:`tests.e2e.fixtures.spec_text` and append sections
+    (file triggers, scriptlets) the catalog does not model.
+    """
+    home, topdir = workdir / "home", workdir / "rpmbuild"
+    for sub in ("SPECS", "SOURCES", "BUILD", "BUILDROOT", "RPMS/noarch", "SRPMS"):
+        (topdir / sub).mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".rpmmacros").write_text(BUILD_RPMMACROS.format(topdir=topdir))
+    env = {**os.environ, "HOME": str(home), "LC_ALL": "C.UTF-8"}
+    procs = []
+    for name, text in specs.items():
+        spec = topdir / "SPECS" / f"{name}.spec"
+        spec.write_text(text)
+        argv = ["rpmbuild", "-bb", "--quiet", str(spec)]
+        procs.append((argv, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True)))
+    for argv, proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise CommandFailed(f"{' '.join(argv)} exited {proc.returncode}\n{stdout}\n{stderr}")
+    built = {}
+    for path in sorted((topdir / "RPMS" / "noarch").glob("*.rpm")):
+        name_version = path.name.removesuffix(".noarch.rpm").rsplit("-", 1)[0]
+        built[name_version] = path
+    return built
 
 
 def booted_guest(src: Path, repos: Path, writable: Mapping[Path, str] | None = None) -> BootedContainer:
@@ -99,11 +151,13 @@ class GuestDnf:
     # -- dnf -------------------------------------------------------------------------------
 
     def dnf(self, *args: str, repo: str, plugin: bool = True, installroot: str = "/",
-            check: bool = True, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            check: bool = True, env: Mapping[str, str] | None = None,
+            plugin_conf: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the guest's real dnf with REPO_DIR/repo as the only repository.
 
         plugin=True loads dnf-plugins/ and etc/dnf/plugins/ from the bound checkout (and
-        imports libvirt_presets from it); plugin=False is the control run (--noplugins).
+        imports libvirt_presets from it), or, given plugin_conf, a private libvirt-units.conf
+        holding that text; plugin=False is the control run (--noplugins).
         """
         argv = [
             "/usr/bin/dnf", "-y", f"--installroot={installroot}", f"--config={DNF_CONF}",
@@ -113,7 +167,7 @@ class GuestDnf:
         ]
         if plugin:
             argv += [f"--setopt=pluginpath={SRC}/dnf-plugins",
-                     f"--setopt=pluginconfpath={SRC}/etc/dnf/plugins"]
+                     f"--setopt=pluginconfpath={self.plugin_conf_dir(plugin_conf)}"]
         else:
             argv.append("--noplugins")
         argv += args
@@ -124,6 +178,14 @@ class GuestDnf:
             raise AssertionError(f"dnf {' '.join(args)} exited {result.returncode}\n"
                                  f"{result.stdout}\n{result.stderr}")
         return result
+
+    def plugin_conf_dir(self, text: str | None) -> str:
+        """The pluginconfpath for a configuration text (None: the checkout's own file)."""
+        if text is None:
+            return f"{SRC}/etc/dnf/plugins"
+        directory = f"{PLUGIN_CONF_DIRS}/{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        self.c.write_file(f"{directory}/{PLUGIN_CONF_NAME}", text)
+        return directory
 
     def packages(self, installroot: str = "/") -> dict[str, str]:
         out = self.c.run(["rpm", f"--root={installroot}", "-qa", "--qf", "%{NAME} %{VERSION}\\n"],
@@ -153,6 +215,11 @@ class GuestDnf:
     def is_enabled(self, unit: str) -> str:
         """The word `systemctl is-enabled` prints (read from the unit files, not the manager)."""
         return self.systemctl("is-enabled", "--", unit, check=False).stdout.strip()
+
+    def guards(self) -> list[str]:
+        """Units that have the plugin's runtime guard drop-in right now."""
+        out = self.c.run(["sh", "-c", f"ls -1d {GUARD_GLOB} 2>/dev/null || :"]).stdout
+        return sorted(line.split("/")[-2].removesuffix(".d") for line in out.splitlines() if line)
 
     def journal(self) -> list[dict[str, str]]:
         """The plugin's structured journal entries (journalctl -o json)."""
@@ -208,3 +275,88 @@ def wait_for_start_lines(guest: GuestDnf, units: Iterable[str], timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"no start line for the MainPID of {missing} after {timeout} s")
         time.sleep(0.02)
+
+
+# -- measured transactions (the restart, guard and marker scenarios) ------------------------
+
+
+@dataclass
+class Run:
+    """What one measured transaction did."""
+
+    output: str
+    events: list[str]  # log lines appended during the transaction (and its aftermath)
+    before: dict[str, UnitShow]
+    after: dict[str, UnitShow]
+    calls: list[list[str]]  # systemctl argv (without the program) seen by the wrapper
+    returncode: int = 0  # dnf's
+
+    def starts(self, unit: str) -> int:
+        return len(starts(self.events, unit.removesuffix(".service")))
+
+    def reloads(self, unit: str) -> int:
+        return reloads(self.events, unit.removesuffix(".service"))
+
+    def calls_naming(self, unit: str, verbs: Sequence[str]) -> list[list[str]]:
+        return [c for c in self.calls if unit in c and any(v in c for v in verbs)]
+
+    def last_posttrans(self) -> int:
+        """Index in events of the last %posttrans line: every package is in place after it."""
+        return max(i for i, line in enumerate(self.events) if line.startswith("posttrans "))
+
+    def index(self, line: str) -> int:
+        """Index in events of the one line `line` (it must occur exactly once)."""
+        found = [i for i, event in enumerate(self.events) if event == line]
+        assert len(found) == 1, (line, self.events)
+        return found[0]
+
+
+def transact(guest: GuestDnf, *args: str, plugin: bool, watch: Sequence[str],
+             repo: str = "v910", plugin_conf: str | None = None, check: bool = True,
+             env: Mapping[str, str] | None = None) -> Run:
+    """Run one dnf transaction and collect the start/reload lines it caused."""
+    wait_for_start_lines(guest, watch)
+    before = guest.show(*watch)
+    mark = len(guest.events())
+    guest.clear_wrapper_log()
+    result = guest.dnf(*args, repo=repo, plugin=plugin, plugin_conf=plugin_conf, check=check, env=env)
+    if check:
+        wait_for_start_lines(guest, watch)
+    return Run(result.stdout + result.stderr, guest.events()[mark:], before, guest.show(*watch),
+               guest.wrapper_calls(), result.returncode)
+
+
+def counts_line(name: str, run: Run, units: Sequence[str], sink: list[str]) -> str:
+    """One "COUNTS name: unit start=N reload=N, ...; plugin systemctl calls=N" line, printed
+    and appended to sink (see write_counts_summary)."""
+    parts = [f"{u.removesuffix('.service')} start={run.starts(u)} reload={run.reloads(u)}"
+             for u in units]
+    line = f"COUNTS {name}: " + ", ".join(parts) + f"; plugin systemctl calls={len(run.calls)}"
+    print(line)
+    sink.append(line)
+    return line
+
+
+def write_counts_summary(request, title: str, lines: Sequence[str]) -> None:  # noqa: ANN001
+    """From a module-scoped fixture, after its tests: the COUNTS lines on the terminal."""
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None or not lines:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_sep("-", title)
+        for line in sorted(lines):
+            reporter.write_line(line)
+
+
+def assert_journal_fields(guest: GuestDnf, expected: Mapping[str, str]) -> list[dict[str, str]]:
+    """Every plugin journal entry about an action names UNIT, ACTION and TRIGGER_PACKAGE;
+    `expected` maps unit -> the ACTION that must be among them."""
+    entries = [e for e in guest.journal() if "ACTION" in e]
+    for entry in entries:
+        assert entry.get("UNIT") and entry.get("TRIGGER_PACKAGE"), entry
+    seen = {(e["UNIT"], e["ACTION"]) for e in entries}
+    for unit, action in expected.items():
+        assert (unit, action) in seen, (unit, action, sorted(seen))
+    return entries

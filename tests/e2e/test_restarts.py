@@ -9,6 +9,12 @@ The transaction runs with the plugin and, as the control, with ``--noplugins``, 
 fixture pools: ``classic`` (Fedora's stock scriptlets, %postun try-restarts each package's own
 services) and ``bare`` (no unit scriptlets at all).  Every test prints one ``COUNTS`` line.
 
+Since issue 8 the plugin guards the running services it will restart or reload while rpm runs
+(a runtime ``RefuseManualStop=yes`` drop-in): the classic scriptlets' try-restarts are refused
+and the plugin's batch does the one restart after the transaction.  ``guard = no`` brings back
+issue 3's behaviour (the scriptlets restart, the plugin sees it and does not restart again);
+R1 runs that way too.
+
 systemctl calls of the plugin are counted with a wrapper first on dnf's PATH
 (/usr/local/sbin/systemctl); rpm runs scriptlets with its own PATH, so they bypass it.
 """
@@ -17,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,12 +31,13 @@ from tests.e2e.container import nspawn_unavailable_reason
 from tests.e2e.fixtures import Pool
 from tests.e2e.guest import (
     GuestDnf,
-    UnitShow,
+    assert_journal_fields,
     booted_guest,
+    counts_line,
     publish_repos,
-    reloads,
-    starts,
+    transact,
     wait_for_start_lines,
+    write_counts_summary,
 )
 from tests.e2e.harness import REPO_ROOT
 
@@ -46,6 +52,7 @@ LIVE_VERBS = ("daemon-reload", "show", "try-restart", "try-reload-or-restart", "
               "stop", "reload")
 STYLES = ("classic", "bare")
 COUNT_LINES: list[str] = []
+NO_GUARD_CONF = "[main]\nguard = no\n"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,15 +68,7 @@ def require_nspawn() -> None:
 def counts_summary(request: pytest.FixtureRequest) -> Iterator[None]:
     """After the module: every scenario's COUNTS line, on the terminal (not captured)."""
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None or capture is None or not COUNT_LINES:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.ensure_newline()
-        reporter.write_sep("-", "issue 3: starts/reloads after the transaction began")
-        for line in sorted(COUNT_LINES):
-            reporter.write_line(line)
+    write_counts_summary(request, "issues 3 and 8: starts/reloads after the transaction began", COUNT_LINES)
 
 
 @pytest.fixture(scope="module")
@@ -85,80 +84,37 @@ def repos(classic_pool: Pool, bare_pool: Pool,
 
 @contextlib.contextmanager
 def guest_with(repos: Mapping[str, Path], style: str, packages: Sequence[str],
-               plugin: bool) -> Iterator[GuestDnf]:
+               plugin: bool, plugin_conf: str | None = None) -> Iterator[GuestDnf]:
     """A booted guest with `packages` 9.0.0 installed (with the plugin or not) and the
     systemctl wrapper in place."""
     with booted_guest(REPO_ROOT, repos[style]) as container:
         guest = GuestDnf(container)
         guest.setup("v900")
-        guest.dnf("install", *packages, repo="v900", plugin=plugin)
+        guest.dnf("install", *packages, repo="v900", plugin=plugin, plugin_conf=plugin_conf)
         guest.install_systemctl_wrapper()
         yield guest
 
 
-@dataclass
-class Run:
-    """What one measured transaction did."""
-
-    output: str
-    events: list[str]  # log lines appended during the transaction (and its aftermath)
-    before: dict[str, UnitShow]
-    after: dict[str, UnitShow]
-    calls: list[list[str]]  # systemctl argv (without the program) seen by the wrapper
-
-    def starts(self, unit: str) -> int:
-        return len(starts(self.events, unit.removesuffix(".service")))
-
-    def reloads(self, unit: str) -> int:
-        return reloads(self.events, unit.removesuffix(".service"))
-
-    def calls_naming(self, unit: str, verbs: Sequence[str]) -> list[list[str]]:
-        return [c for c in self.calls if unit in c and any(v in c for v in verbs)]
-
-
-def transact(guest: GuestDnf, *args: str, plugin: bool, watch: Sequence[str],
-             repo: str = "v910") -> Run:
-    """Run one dnf transaction and collect the start/reload lines it caused."""
-    wait_for_start_lines(guest, watch)
-    before = guest.show(*watch)
-    mark = len(guest.events())
-    guest.clear_wrapper_log()
-    result = guest.dnf(*args, repo=repo, plugin=plugin)
-    wait_for_start_lines(guest, watch)
-    return Run(result.stdout + result.stderr, guest.events()[mark:], before, guest.show(*watch),
-               guest.wrapper_calls())
-
-
-def counts_line(name: str, run: Run, units: Sequence[str]) -> str:
-    parts = [f"{u.removesuffix('.service')} start={run.starts(u)} reload={run.reloads(u)}"
-             for u in units]
-    line = f"COUNTS {name}: " + ", ".join(parts) + f"; plugin systemctl calls={len(run.calls)}"
-    print(line)
-    COUNT_LINES.append(line)
-    return line
-
-
-def assert_journal_fields(guest: GuestDnf, expected: Mapping[str, str]) -> list[dict[str, str]]:
-    """Every plugin journal entry about an action names UNIT, ACTION and TRIGGER_PACKAGE;
-    `expected` maps unit -> the ACTION that must be among them."""
-    entries = [e for e in guest.journal() if "ACTION" in e]
-    for entry in entries:
-        assert entry.get("UNIT") and entry.get("TRIGGER_PACKAGE"), entry
-    seen = {(e["UNIT"], e["ACTION"]) for e in entries}
-    for unit, action in expected.items():
-        assert (unit, action) in seen, (unit, action, sorted(seen))
-    return entries
-
-
 # R1 + R6 --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
-@pytest.mark.parametrize("style", STYLES)
-def test_r1_split_daemons_restarted_exactly_once(repos, style, plugin):
-    with guest_with(repos, style, R1_PACKAGES, plugin) as guest:
+MODES = {  # id -> (plugin, plugin configuration text; None: the checkout's own file)
+    "stock": (False, None),
+    "plugin": (True, None),
+    "plugin-noguard": (True, NO_GUARD_CONF),
+}
+
+
+@pytest.mark.parametrize("style,mode", [
+    ("classic", "stock"), ("classic", "plugin"), ("classic", "plugin-noguard"),
+    ("bare", "stock"), ("bare", "plugin"),
+])
+def test_r1_split_daemons_restarted_exactly_once(repos, style, mode):
+    plugin, conf = MODES[mode]
+    with guest_with(repos, style, R1_PACKAGES, plugin, conf) as guest:
         guest.start(*R1_SERVICES)
-        run = transact(guest, "upgrade", *R1_PACKAGES, plugin=plugin, watch=R1_SERVICES)
-        counts_line(f"R1 {style} {'plugin' if plugin else 'stock'}", run, R1_SERVICES)
+        run = transact(guest, "upgrade", *R1_PACKAGES, plugin=plugin, watch=R1_SERVICES,
+                       plugin_conf=conf)
+        counts_line(f"R1 {style} {mode}", run, R1_SERVICES, COUNT_LINES)
         assert guest.packages()["libvirt-daemon"] == "9.1.0"
         assert all(s.active_state == "active" for s in run.after.values()), run.after
 
@@ -167,24 +123,39 @@ def test_r1_split_daemons_restarted_exactly_once(repos, style, plugin):
             assert {u: run.after[u].main_pid for u in R1_SERVICES} == {
                 u: run.before[u].main_pid for u in R1_SERVICES}
             return
-        # classic stock: each old package's %postun try-restarts its own services, once.
-        # With the plugin: exactly once, whoever did it (scriptlet or the plugin's batch).
+        # Exactly once, whoever does it: each old package's %postun (classic stock, and
+        # classic with guard = no), or the plugin's one batch (the guard refused the scriptlets).
         assert {u: run.starts(u) for u in R1_SERVICES} == dict.fromkeys(R1_SERVICES, 1), run.events
         assert all(run.after[u].main_pid != run.before[u].main_pid for u in R1_SERVICES)
+        guarded = plugin and conf is None
+        scriptlets_restart = style == "classic" and not guarded
+        started = [i for i, line in enumerate(run.events) if line.startswith("start ")]
+        if scriptlets_restart:  # in the middle of the transaction, before %posttrans
+            assert max(started) < run.last_posttrans(), run.events
+        else:  # after every package is in place
+            assert min(started) > run.last_posttrans(), run.events
         if not plugin:
             return
 
-        # R6: the plugin's whole live work is a handful of systemctl processes.
-        assert len(run.calls) <= 4, run.calls
+        assert guest.guards() == []  # no guard outlives the transaction
         assert not any(arg.startswith("--root") for c in run.calls for arg in c), run.calls
         restarts = [c for c in run.calls if "try-restart" in c]
-        if style == "classic":  # the scriptlets restarted everything: the plugin adds none
-            assert restarts == [], run.calls
+        preset = ["--no-reload", "preset", "--", "virtqemud-admin.socket", "virtqemud-tcp.socket"]
+        if scriptlets_restart:  # guard = no: the scriptlets restarted everything, the plugin adds none
+            assert run.calls == [preset, ["daemon-reload"]], run.calls
+            assert restarts == []
             expected = dict.fromkeys(R1_SERVICES, "skip")
         else:
-            assert len(restarts) == 1 and set(R1_SERVICES) <= set(restarts[0]), run.calls
+            # R6: the plugin's whole live work is a handful of systemctl processes: one
+            # daemon-reload to place the guards, the preset of the new units, one daemon-reload
+            # after rpm (drops the guards, loads the new units), one try-restart batch.
+            assert run.calls == [["daemon-reload"], preset, ["daemon-reload"],
+                                 ["try-restart", "--", *sorted(R1_SERVICES)]], run.calls
             expected = dict.fromkeys(R1_SERVICES, "restart")
-        assert_journal_fields(guest, expected)
+        assert len(run.calls) <= 4, run.calls
+        entries = assert_journal_fields(guest, expected)
+        unguarded = {e["UNIT"] for e in entries if e["ACTION"] == "unguard"}
+        assert unguarded == (set(R1_SERVICES) if guarded else set()), entries
         assert "Traceback" not in run.output
 
 
@@ -197,30 +168,27 @@ def test_r2_log_and_lock_daemons_reloaded_not_restarted(repos, style, plugin):
     with guest_with(repos, style, packages, plugin) as guest:
         guest.start(*RELOADED)
         run = transact(guest, "upgrade", *packages, plugin=plugin, watch=RELOADED)
-        counts_line(f"R2 {style} {'plugin' if plugin else 'stock'}", run, RELOADED)
+        counts_line(f"R2 {style} {'plugin' if plugin else 'stock'}", run, RELOADED, COUNT_LINES)
         assert all(s.active_state == "active" for s in run.after.values()), run.after
         pids = {u: (run.before[u].main_pid, run.after[u].main_pid) for u in RELOADED}
         got = {u: (run.starts(u), run.reloads(u)) for u in RELOADED}
 
-        if style == "classic":
-            # Known limit (issue 8): the stock %postun try-restarts them during the
-            # transaction, before any plugin hook runs.  The plugin must not add to it.
+        if style == "classic" and not plugin:
+            # The stock %postun try-restarts them during the transaction: a restart, where
+            # virtlogd/virtlockd must only be reloaded (they would lose their open files).
             assert got == dict.fromkeys(RELOADED, (1, 0)), run.events
-            for unit in RELOADED:
-                assert run.calls_naming(unit, ("try-restart", "try-reload-or-restart",
-                                               "restart", "reload")) == []
-            if plugin:
-                assert_journal_fields(guest, dict.fromkeys(RELOADED, "skip"))
             return
         if not plugin:  # bare stock: nothing happens, the daemons run stale code
             assert got == dict.fromkeys(RELOADED, (0, 0)), run.events
             assert all(a == b for a, b in pids.values()), pids
             return
+        # With the plugin, classic or bare: the guard refused the scriptlets' try-restarts;
+        # one reload each after the transaction, by the plugin's one batch.
         assert got == dict.fromkeys(RELOADED, (0, 1)), run.events
         assert all(a == b for a, b in pids.values()), pids  # same process: fds kept
-        batches = [c for c in run.calls if "try-reload-or-restart" in c]
-        assert len(batches) == 1 and sorted(batches[0][2:]) == sorted(RELOADED), run.calls
-        assert not any("try-restart" in c for c in run.calls), run.calls
+        assert run.calls == [["daemon-reload"], ["daemon-reload"],
+                             ["try-reload-or-restart", "--", *sorted(RELOADED)]], run.calls
+        assert guest.guards() == []
         assert_journal_fields(guest, dict.fromkeys(RELOADED, "reload"))
 
 
@@ -238,7 +206,7 @@ def test_r3_stopped_stays_stopped_and_guests_never_restarted(repos, style, plugi
         guest.start("virtnwfilterd.service", "libvirt-guests.service")
         guest.systemctl("stop", "virtnwfilterd.service")
         run = transact(guest, "upgrade", *packages, plugin=plugin, watch=units)
-        counts_line(f"R3 {style} {'plugin' if plugin else 'stock'}", run, units)
+        counts_line(f"R3 {style} {'plugin' if plugin else 'stock'}", run, units, COUNT_LINES)
         assert guest.packages()["libvirt-client"] == "9.1.0"
         for unit in stopped:
             assert run.after[unit].active_state in ("inactive", "failed"), run.after
@@ -263,7 +231,7 @@ def test_r4_renamed_package_keeps_service_running_and_enabled(repos, plugin):
         # driver-secret 9.0.0 -> libvirt-daemon-secret 9.1.0 (Obsoletes): the old name's
         # %preun runs `systemctl --no-reload disable --now` on its units.
         run = transact(guest, "upgrade", plugin=plugin, watch=(unit,))
-        counts_line(f"R4 classic {'plugin' if plugin else 'stock'}", run, (unit,))
+        counts_line(f"R4 classic {'plugin' if plugin else 'stock'}", run, (unit,), COUNT_LINES)
         packages = guest.packages()
         assert "libvirt-daemon-secret" in packages and "libvirt-daemon-driver-secret" not in packages
         state = (run.after[unit].active_state, guest.is_enabled(unit))
@@ -271,10 +239,14 @@ def test_r4_renamed_package_keeps_service_running_and_enabled(repos, plugin):
             assert state == ("inactive", "disabled")
             assert run.starts(unit) == 0
             return
+        # The old name's `disable --now` disabled it (the plugin put the links back) but its
+        # stop was refused by the guard: the daemon kept running through the transaction and
+        # the plugin restarted it once at the end (before issue 8 it was stopped, then started).
         assert state == ("active", "enabled"), run.output
         assert run.starts(unit) == 1, run.events
-        assert ["start", "--", unit] in run.calls, run.calls
-        assert_journal_fields(guest, {unit: "start"})
+        assert run.calls == [["daemon-reload"], ["daemon-reload"], ["try-restart", "--", unit]], run.calls
+        assert guest.guards() == []
+        assert_journal_fields(guest, {unit: "restart"})
 
 
 # R5 -------------------------------------------------------------------------------------
@@ -337,7 +309,7 @@ def test_failing_unit_does_not_stop_the_others(repos):
         guest.c.write_file("/etc/systemd/system/virtnetworkd.service.d/broken.conf",
                            "[Service]\nExecStartPre=/bin/false\n")
         run = transact(guest, "upgrade", *R1_PACKAGES, plugin=True, watch=services)
-        counts_line("failing-unit bare plugin", run, services)
+        counts_line("failing-unit bare plugin", run, services, COUNT_LINES)
         # one batch; it fails; the manager says which units it did; only the broken one is
         # retried (with start: the batch stopped it, and try-restart would skip a stopped unit)
         assert [c for c in run.calls if "try-restart" in c] == [["try-restart", "--", *services]]
