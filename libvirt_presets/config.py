@@ -2,12 +2,18 @@
 
 We parse the INI text ourselves (instead of configparser) so every complaint can name the file
 and the line. A bad line is reported and ignored: the default stays in force, the transaction
-goes on.
+goes on. Every problem is one printable line, "FILE:LINE: KEY: what is wrong".
+
+A key given twice in one section of one file with two different values is a contradiction: it
+is reported (naming the earlier line) and the later line wins, as it would from a drop-in read
+after the file.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -34,6 +40,9 @@ DEFAULT_TRIGGERS = {
 _BOOLS = {"1": True, "yes": True, "true": True, "on": True,
           "0": False, "no": False, "false": False, "off": False}
 _MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts", "guard")
+_SECTIONS = ("main", "policy", "triggers")
+# A configuration file is a few KiB; anything this big is not one (a device, a stray dump).
+CONFIG_SIZE_MAX = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,22 @@ def _split(value: str) -> list[str]:
     return value.replace(",", " ").split()
 
 
+def _printable(text: str) -> str:
+    """`text` with every control or undecodable character escaped: a problem stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as an editor numbers them (\n, \r\n or \r ends a line; nothing else does)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _undecodable(line: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in line)  # surrogateescape'd bytes
+
+
 def parse_config(text: str, path: str, base: Config | None = None) -> Config:
     """Apply one file's settings on top of `base`; problems are collected, never raised."""
     cfg = base or Config()
@@ -69,23 +94,35 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
     policies = dict(cfg.policies)
     triggers = dict(cfg.triggers)
     main: dict[str, object] = {}
-    section = None
+    section: str | None = None
+    # (section, key) -> (line, value) of the line in force, to catch contradictions
+    given: dict[tuple[str, str], tuple[int, object]] = {}
 
     def bad(lineno: int, what: str) -> None:
-        problems.append(f"{path}:{lineno}: {what}")
+        problems.append(_printable(f"{path}:{lineno}: {what}"))
 
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    def accept(lineno: int, key: str, value: object, shown: str) -> None:
+        earlier = given.get((str(section), key))
+        if earlier is not None and earlier[1] != value:
+            bad(lineno, f"{key}: {shown} contradicts line {earlier[0]} of this file; "
+                        f"the later line wins")
+        given[(str(section), key)] = (lineno, value)
+
+    for lineno, raw in enumerate(_lines(text), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
+        if _undecodable(line):
+            bad(lineno, "not valid UTF-8 (line ignored)")
+            continue
         if line.startswith("["):
             if not line.endswith("]"):
-                bad(lineno, f"malformed section header {line!r}")
-                section = None
+                bad(lineno, f"malformed section header {line!r} (its settings are ignored)")
+                section = ""  # ignored up to the next header, without one complaint per line
                 continue
             section = line[1:-1].strip()
-            if section not in ("main", "policy", "triggers"):
-                bad(lineno, f"unknown section [{section}] (ignored)")
+            if section not in _SECTIONS:
+                bad(lineno, f"unknown section [{section}] (its settings are ignored)")
             continue
         if "=" not in line:
             bad(lineno, f"expected 'key = value', got {line!r}")
@@ -93,11 +130,12 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
         key, value = (s.strip() for s in line.split("=", 1))
         if section == "main":
             if key not in _MAIN_KEYS:
-                bad(lineno, f"unknown key {key!r} in [main] (ignored)")
+                bad(lineno, f"{key!r}: unknown key in [main] (ignored)")
             elif key in ("enabled", "presets", "restarts", "guard"):
                 if value.lower() not in _BOOLS:
                     bad(lineno, f"{key}: expected yes/no, got {value!r} (default kept)")
                 else:
+                    accept(lineno, key, _BOOLS[value.lower()], repr(value))
                     main[key] = _BOOLS[value.lower()]
             else:
                 globs = _split(value)
@@ -105,29 +143,34 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
                 if wrong:
                     bad(lineno, f"{key}: invalid unit glob {wrong[0]!r} (line ignored)")
                 else:
+                    accept(lineno, key, tuple(globs), repr(value))
                     main[key] = tuple(globs)
         elif section == "policy":
             if not is_glob_valid(key):
-                bad(lineno, f"invalid unit name or glob {key!r} (ignored)")
-            elif value == "":
-                policies.pop(key, None)
-            elif value not in POLICIES:
+                bad(lineno, f"{key!r}: invalid unit name or glob (ignored)")
+            elif value and value not in POLICIES:
                 bad(lineno, f"{key}: policy must be one of {', '.join(POLICIES)}, got {value!r}")
             else:
-                policies[key] = value
+                accept(lineno, key, value, f"policy {value!r}" if value else "empty policy")
+                if value:
+                    policies[key] = value
+                else:
+                    policies.pop(key, None)
         elif section == "triggers":
             services = _split(value)
             wrong = [s for s in services if not is_valid_unit_name(s)]
             if not key or (not key.startswith("/") and " " in key):
-                bad(lineno, f"invalid trigger pattern {key!r} (ignored)")
+                bad(lineno, f"{key!r}: invalid trigger pattern (ignored)")
             elif wrong:
                 bad(lineno, f"{key}: invalid unit name {wrong[0]!r} (trigger ignored)")
-            elif not services:
-                triggers.pop(key, None)
             else:
-                triggers[key] = tuple(services)
+                accept(lineno, key, tuple(services), repr(value))
+                if services:
+                    triggers[key] = tuple(services)
+                else:
+                    triggers.pop(key, None)
         elif section is None:
-            bad(lineno, "setting outside of any section (ignored)")
+            bad(lineno, f"{key!r}: setting outside of any section (ignored)")
 
     globs = tuple(main.get("units", cfg.scope.globs)) + tuple(main.get("extra_units", ()))  # type: ignore[arg-type]
     return replace(
@@ -143,16 +186,35 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
     )
 
 
+def _read_config(path: Path) -> str | None:
+    """The text of one file (undecodable bytes kept as surrogates), None if it is absent.
+
+    Opened non-blocking and checked to be a regular file: a FIFO or device put there by
+    mistake must neither hang dnf nor fill its memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        data = handle.read(CONFIG_SIZE_MAX + 1)
+    if len(data) > CONFIG_SIZE_MAX:
+        raise OSError(f"larger than {CONFIG_SIZE_MAX // 1024} KiB")
+    return data.decode("utf-8", "surrogateescape")
+
+
 def load_config(paths: Iterable[Path]) -> Config:
     """Read the main file then its drop-ins, later files overriding earlier ones."""
     cfg = Config()
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            text = _read_config(path)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            cfg = replace(cfg, problems=cfg.problems + (_printable(f"{path}: unreadable ({why}); ignored"),))
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            cfg = replace(cfg, problems=cfg.problems + (f"{path}: unreadable: {exc}",))
-            continue
-        cfg = parse_config(text, str(path), cfg)
+        if text is not None:
+            cfg = parse_config(text, str(path), cfg)
     return cfg

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import report
 from .planner import LinkRepair, LiveActions, Plan, link_repairs, live_actions
-from .snapshot import link_scope, read_service_states, take_snapshot
+from .snapshot import link_scope, read_service_states, resolve_in_root, take_snapshot
 from .systemctl import CommandError, Systemctl, UnitState
-from .units import SYSTEM, USER, UnitKey
+from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 
 
 @dataclass
@@ -71,28 +71,43 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
 
 
 
-def _inside(root: Path, path: Path) -> bool:
-    real_root = os.path.realpath(root)
+def _inside(top: Path, path: Path) -> bool:
+    """Whether `path` is `top` or below it, both with every symlink resolved on this host."""
+    real_top = os.path.realpath(top)
     real = os.path.realpath(path)
-    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+    return real == real_top or real.startswith(real_top.rstrip("/") + "/")
 
 
 def apply_link(root: Path, repair: LinkRepair) -> None:
-    """Set or remove one enablement symlink, atomically, without leaving the root."""
-    path = root / repair.link
-    if not _inside(root, path.parent):
-        raise OSError(f"{path.parent} resolves outside {root}")
-    if path.exists() and not path.is_symlink():
+    """Set or remove one enablement symlink, atomically, without leaving the root.
+
+    The link must be a plain relative path below etc/systemd/{system,user}. Its directory is
+    found as `systemctl --root` finds it (symlinks followed inside the root) and must still be
+    below that enablement directory: a wants directory that is a symlink to elsewhere, inside
+    the root or out of it, is refused and never written through. OSError says why.
+    """
+    link, target = repair.link, repair.target
+    scope = link_scope(link)
+    parts = link.split("/")
+    if (scope is None or "\0" in link or (target is not None and "\0" in target)
+            or any(part in ("", ".", "..") for part in parts)):
+        raise OSError(f"{link!r} is not a path below an enablement directory; refused")
+    top = resolve_in_root(root, ENABLEMENT_DIRS[scope])
+    parent = resolve_in_root(root, os.path.dirname(link))
+    if not (_inside(root, top) and _inside(top, parent)):
+        raise OSError(f"{root / os.path.dirname(link)} resolves outside {root / ENABLEMENT_DIRS[scope]}")
+    path = parent / parts[-1]
+    if os.path.lexists(path) and not path.is_symlink():
         raise OSError(f"{path} is not a symlink; left alone")
-    if repair.target is None:
+    if target is None:
         if path.is_symlink():
             path.unlink()
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".#{path.name}.libvirt-units")
     if tmp.is_symlink():
         tmp.unlink()
-    os.symlink(repair.target, tmp)
+    os.symlink(target, tmp)
     os.replace(tmp, path)
 
 
@@ -103,13 +118,17 @@ def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> None:
     now = take_snapshot(root).links
     packages = _packages_after(plan)
     for repair in link_repairs(plan.kept_links, now, set(plan.kept)):
-        what = f"{repair.link} -> {repair.target}" if repair.target else f"removed {repair.link}"
+        shown = repair.link if repair.link.isprintable() else ascii(repair.link)  # one log line
+        what = f"{shown} -> {repair.target}" if repair.target else f"removed {shown}"
+        what = what if what.isprintable() else ascii(what)
         name = os.path.basename(repair.link)
         trigger = packages.get(UnitKey(link_scope(repair.link) or SYSTEM, name))
+        name = name if name.isprintable() else ascii(name)
         try:
             apply_link(root, repair)
-        except OSError as exc:
-            outcome.warn(f"cannot restore {repair.link}: {exc}", name, "restore", trigger)
+        except (OSError, ValueError) as exc:
+            why = str(exc) if str(exc).isprintable() else ascii(str(exc))
+            outcome.warn(f"cannot restore {shown}: {why}", name, "restore", trigger)
             continue
         outcome.repaired.append(repair)
         report.record("restore", name, what,

@@ -32,6 +32,8 @@ def place(root: Path, units: Iterable[str]) -> list[str]:
     placed = []
     for unit in units:
         path = guard_path(root, unit)
+        if any(p.is_symlink() for p in (path, path.parent, path.parent.parent)):
+            raise OSError(f"{path}: a symlink on the way; refusing to write a guard through it")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{GUARD_FILE}.tmp")
         tmp.write_text(GUARD_TEXT)

@@ -87,6 +87,8 @@ def plan_transaction(
 
     shipped = tx.units_shipped()
     done = [c for c in tx.changes if c.done]
+    kept_set = set(kept)
+    upgraded = {c.name for c in done if c.inbound}  # names whose incoming half counts already
     restarts: dict[str, str] = {}
     reloads: dict[str, str] = {}
     reasons: dict[UnitKey, list[str]] = {}
@@ -119,12 +121,12 @@ def plan_transaction(
     # Restart candidates: a pre-existing, still present service whose package changed...
     candidates: dict[str, str] = {}
     for unit, change in shipped.items():
-        if change.done and unit.scope == SYSTEM and unit in kept and unit.name.endswith(".service"):
+        if change.done and unit.scope == SYSTEM and unit in kept_set and unit.name.endswith(".service"):
             candidates.setdefault(unit.name, change.nevra)
     # ...or one named by a configured trigger (package glob or file glob).
     for pattern, services in config.triggers.items():
         for change in done:
-            if change.action == ERASE and any(c.name == change.name and c.inbound for c in done):
+            if change.action == ERASE and change.name in upgraded:
                 continue  # the upgrade's outgoing half: the incoming half already counts
             if _trigger_matches(pattern, change.name, change.files):
                 for service in services:

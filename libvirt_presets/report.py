@@ -30,7 +30,7 @@ def record(action: str, unit: str, result: str, reason: str, trigger: str | None
         fields["TRIGGER_PACKAGE"] = trigger
     try:
         _journal.send(f"{action} {unit}: {result} ({reason})", **fields)
-    except OSError:  # no journald listening (containers, chroots): the log line is enough
+    except (OSError, ValueError):  # no journald listening, or bytes it refuses: the log line is enough
         pass
 
 
@@ -52,7 +52,7 @@ def warn(message: str, unit: str | None = None, action: str | None = None,
             fields["TRIGGER_PACKAGE"] = trigger
         try:
             _journal.send(message, **fields)
-        except OSError:
+        except (OSError, ValueError):
             pass
 
 

@@ -126,7 +126,12 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Sn
     after = take_snapshot(pending.root)
     facts = pending.facts.with_done(done_nevras)
     presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
-    return plan_transaction(pending.before, after.units, facts, pending.config, presets, pending.live), after
+    plan = plan_transaction(pending.before, after.units, facts, pending.config, presets, pending.live)
+    # Bad lines in the preset files matter when a preset is applied: one warning line each, once.
+    scopes = sorted({unit.scope for unit in plan.presets})
+    for problem in dict.fromkeys(p for scope in scopes for p in presets[scope].problems):
+        report.warn(problem)
+    return plan, after
 
 
 def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:

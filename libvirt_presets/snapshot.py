@@ -1,12 +1,17 @@
 """Facts from the filesystem of a root: which unit files exist and which enablement links.
 
 Reads directories and symlinks directly: one `systemctl is-enabled` per unit would cost a
-process per unit in every transaction. Nothing here follows a symlink out of the root.
+process per unit in every transaction. Nothing here follows a symlink out of the root: the
+directories are resolved as if the root were `/` (as `systemctl --root` does), unit files are
+listed by name and enablement links read with readlink(), never followed; unit settings are
+read from regular files inside the root only.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,53 +30,111 @@ class Snapshot:
     problems: tuple[str, ...] = ()
 
 
+SYMLINK_HOPS_MAX = 32  # systemd's CHASE_SYMLINKS_MAX
+
+
+def resolve_in_root(root: Path, rel: str) -> Path:
+    """`root/rel` with its symlinks followed as if `root` were `/`: the result never leaves it.
+
+    Absolute link targets start again at the root, `..` stops at it; parts that do not exist
+    are kept as they are. OSError (ELOOP) for a symlink loop.
+    """
+    todo = [part for part in rel.split("/") if part][::-1]
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = root.joinpath(*done, part)
+        if not here.is_symlink():
+            done.append(part)
+            continue
+        hops += 1
+        if hops > SYMLINK_HOPS_MAX:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(root / rel))
+        target = os.readlink(here)
+        if target.startswith("/"):
+            done = []
+        todo.extend(part for part in reversed(target.split("/")) if part)
+    return root.joinpath(*done)
+
+
+def _directory(root: Path, rel: str, what: str, items: str, problems: list[str]) -> Path | None:
+    """Where the directory `rel` of the root really is, or None: absent (a fresh root has no
+    unit directories: nothing to say) or unusable (one problem line)."""
+    try:
+        path = resolve_in_root(root, rel)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problems.append(f"{root / rel}: cannot read {what} directory: {exc.strerror or exc}")
+        return None
+    if not stat.S_ISDIR(mode):
+        problems.append(f"{root / rel}: not a directory; no {items} in it is read")
+        return None
+    return path
+
+
 def _scan_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
     units: dict[UnitKey, str] = {}
     for scope, dirs in VENDOR_DIRS.items():
         seen: set[str] = set()
         for rel in dirs:
-            path = root / rel
+            path = _directory(root, rel, "unit", "unit", problems)
+            if path is None or os.path.realpath(path) in seen:
+                continue  # a merged-/usr root's /lib is /usr/lib: read once
+            seen.add(os.path.realpath(path))
             try:
-                real = os.path.realpath(path)
-                if real in seen or not path.is_dir():
-                    continue
-                seen.add(real)
                 with os.scandir(path) as it:
                     for entry in it:
+                        # symlinks (to /dev/null: masked, elsewhere, loops) count by name only
                         if entry.is_dir(follow_symlinks=False) or not is_valid_unit_name(entry.name):
                             continue
                         units.setdefault(UnitKey(scope, entry.name), f"{rel}/{entry.name}")
             except OSError as exc:
-                problems.append(f"{path}: cannot read unit directory: {exc.strerror}")
+                problems.append(f"{root / rel}: cannot read unit directory: {exc.strerror or exc}")
     return units
 
 
 def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
     links: dict[str, str] = {}
     for rel in ENABLEMENT_DIRS.values():
-        top = root / rel
-        if not top.is_dir() or top.is_symlink():
+        top = _directory(root, rel, "enablement", "enablement link", problems)
+        if top is None:
             continue
 
         def onerror(exc: OSError) -> None:
             problems.append(f"{exc.filename}: cannot read enablement directory: {exc.strerror}")
 
+        # followlinks=False: a symlinked subdirectory is recorded as a link, never entered
         for dirpath, dirnames, filenames in os.walk(top, onerror=onerror):
             for name in filenames + dirnames:
                 path = os.path.join(dirpath, name)
                 if os.path.islink(path):
                     try:
-                        links[os.path.relpath(path, root)] = os.readlink(path)
+                        links[os.path.join(rel, os.path.relpath(path, top))] = os.readlink(path)
                     except OSError as exc:
                         problems.append(f"{path}: cannot read link: {exc.strerror}")
     return links
+
+
+def _printable(problem: str) -> str:
+    """Odd bytes in a path (surrogates) or control characters, escaped: one loggable line."""
+    return problem if problem.isprintable() else "".join(
+        c if c.isprintable() else repr(c)[1:-1] for c in problem)
 
 
 def take_snapshot(root: Path) -> Snapshot:
     problems: list[str] = []
     units = _scan_units(root, problems)
     links = _scan_links(root, problems)
-    return Snapshot(units=units, links=links, problems=tuple(problems))
+    return Snapshot(units=units, links=links, problems=tuple(map(_printable, problems)))
 
 
 RUNTIME_UNITS_DIR = "run/systemd/units"
@@ -97,6 +160,21 @@ def read_invocations(root: Path) -> dict[str, str]:
     return found
 
 
+UNIT_FILE_MAX = 1024 * 1024
+
+
+def _read_unit_text(root: Path, path: Path) -> str:
+    """A unit file or drop-in as systemd reads it in the root: symlinks followed inside the
+    root only, regular files only (a FIFO would hang us, /dev/zero never ends; /dev/null is
+    empty), at most 1 MiB. OSError if it cannot be read."""
+    real = resolve_in_root(root, os.path.relpath(path, root))
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return handle.read(UNIT_FILE_MAX).decode("utf-8", "replace")
+
+
 def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[str, list[str]]:
     """`Key=value` settings of a unit: vendor file (or an /etc override) plus drop-ins.
 
@@ -117,7 +195,7 @@ def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[st
     settings: dict[str, list[str]] = {}
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = _read_unit_text(root, path)
         except OSError:
             continue
         for raw in text.splitlines():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,20 @@ def _refuse_symlinks(root: Path, path: Path) -> None:
     current = path
     while current != root and current != current.parent:
         if current.is_symlink():
-            raise OSError(f"{current} is a symlink; refusing to write state through it")
+            raise OSError(f"{current} is a symlink; refusing to read or write state through it")
         current = current.parent
 
 
-def write_json(root: Path, name: str, data: Any) -> Path:
+def write_json(root: Path, name: str, data: Any, indent: int | None = 2) -> Path:
+    """Write `data` (plus the format version) atomically. indent=None for files only programs
+    read: json's C encoder only serves unindented output, ~10x faster for a big transaction."""
     directory = state_dir(root)
     _refuse_symlinks(root, directory / name)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"version": FORMAT_VERSION, **data}, handle, indent=2, sort_keys=True)
+            handle.write(json.dumps({"version": FORMAT_VERSION, **data}, indent=indent, sort_keys=True))
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -55,14 +58,24 @@ def write_json(root: Path, name: str, data: Any) -> Path:
 
 
 def read_json(root: Path, name: str) -> dict[str, Any] | None:
+    """The file's data; None if absent; OSError for a symlink or a non-regular file (a FIFO
+    would hang us); ValueError for anything that is not our JSON."""
     path = state_dir(root) / name
     _refuse_symlinks(root, path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file; refusing to read it")
+        raw = handle.read()
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:  # "[[[[...": nested deeper than the parser goes
+        raise ValueError(f"{path}: not valid JSON: nested too deeply") from exc
     version = data.get("version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown format version {version!r}")

@@ -2,13 +2,19 @@
 
 Every external process of the project goes through `run()`, so tests and benchmarks can count
 and inspect calls in one place.
+
+Test seams, read here and nowhere else: LIBVIRT_UNITS_SYSTEMCTL names the systemctl binary
+(default: `systemctl` on PATH) and LIBVIRT_UNITS_SYSTEMCTL_TIMEOUT its timeout in seconds
+(default 90, systemd's own default job timeout).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,23 +26,75 @@ from .units import is_valid_unit_name
 log = logging.getLogger("dnf.plugin.libvirt-units")
 
 SYSTEMCTL_TIMEOUT = 90.0
+SYSTEMCTL_ENV = "LIBVIRT_UNITS_SYSTEMCTL"
+TIMEOUT_ENV = "LIBVIRT_UNITS_SYSTEMCTL_TIMEOUT"
+# Exit statuses of a call that never ran to completion, as coreutils' timeout/env report them.
+TIMED_OUT, CANNOT_RUN, NOT_FOUND = 124, 126, 127
 
 
 class CommandError(Exception):
-    """A system tool could not be run at all (missing, timed out)."""
+    """A system tool could not be run at all (missing, not executable, timed out)."""
+
+    def __init__(self, message: str, returncode: int = CANNOT_RUN) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def default_binary() -> str:
+    return os.environ.get(SYSTEMCTL_ENV) or shutil.which("systemctl") or "/usr/bin/systemctl"
+
+
+def default_timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return SYSTEMCTL_TIMEOUT
+    return value if 0 < value < float("inf") else SYSTEMCTL_TIMEOUT
+
+
+def _verb(argv: Sequence[str]) -> str:
+    """`systemctl --root=R --no-reload preset -- a` -> `systemctl preset`, for messages."""
+    words = [os.path.basename(argv[0])] if argv else []
+    words += [next((a for a in argv[1:] if not a.startswith("-")), "")]
+    return " ".join(w for w in words if w)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill the child and anything it forked (a hung systemctl may have a helper running)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait()
 
 
 def run(argv: Sequence[str], timeout: float = SYSTEMCTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run one command (argv list, never a shell) with a timeout; CommandError if it cannot
+    run or does not finish in time. Output is decoded leniently: a hostile byte is no crash."""
+    argv = list(argv)
     log.debug("running %s", " ".join(argv))
     try:
-        return subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-            stdin=subprocess.DEVNULL,
+        # Its own process group, so a timeout kills everything it started, not just itself.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            encoding="utf-8", errors="replace", start_new_session=True,
         )
     except FileNotFoundError as exc:
-        raise CommandError(f"{argv[0]}: not found") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(f"{' '.join(argv[:3])}: timed out after {timeout:.0f} s") from exc
+        raise CommandError(f"{argv[0]}: not found", NOT_FOUND) from exc
+    except OSError as exc:  # not executable, not a binary, argument list too long, ...
+        code = CANNOT_RUN if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR) else 1
+        raise CommandError(f"{argv[0]}: cannot run: {exc.strerror or exc}", code) from exc
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise CommandError(f"{_verb(argv)}: timed out after {timeout:g} s", TIMED_OUT) from None
+        except BaseException:  # Ctrl-C: do not leave a systemctl behind in its own group
+            _kill_group(proc)
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
 def _checked_units(units: Sequence[str]) -> list[str]:
@@ -96,8 +154,12 @@ class Systemctl:
     """systemctl bound to one root: offline (`--root`) for an installroot, live for `/`."""
 
     root: Path = Path("/")
-    binary: str = field(default_factory=lambda: shutil.which("systemctl") or "/usr/bin/systemctl")
+    binary: str = field(default_factory=default_binary)
+    timeout: float = field(default_factory=default_timeout)
     calls: list[list[str]] = field(default_factory=list)
+    # Why systemctl cannot be used at all (missing, hung), with the exit status we gave it:
+    # later calls fail at once, so a hung systemctl costs one timeout, not one per unit.
+    unusable: tuple[int, str] | None = None
 
     @property
     def offline(self) -> bool:
@@ -110,9 +172,18 @@ class Systemctl:
         argv += list(args)
         if units:
             argv += ["--", *_checked_units(units)]
+        if self.unusable is not None:
+            code, why = self.unusable
+            return subprocess.CompletedProcess(argv, code, "", f"{why}; not tried again")
         self.calls.append(argv)
         start = time.monotonic()
-        result = run(argv)
+        try:
+            result = run(argv, timeout=self.timeout)
+        except CommandError as exc:
+            # A failed call, never an exception: callers warn per unit and carry on.
+            if exc.returncode in (TIMED_OUT, CANNOT_RUN, NOT_FOUND):
+                self.unusable = (exc.returncode, str(exc))
+            return subprocess.CompletedProcess(argv, exc.returncode, "", str(exc))
         log.debug("%s -> %d in %.3f s", args[0] if args else "", result.returncode, time.monotonic() - start)
         return result
 

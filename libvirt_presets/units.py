@@ -32,7 +32,7 @@ UNIT_TYPES = (
 )
 _UNIT_RE = re.compile(
     r"^(?P<prefix>[A-Za-z0-9:_.\\-]+?)(?:@(?P<instance>[A-Za-z0-9:_.\\-]*))?"
-    r"\.(?P<type>" + "|".join(UNIT_TYPES) + r")$"
+    r"\.(?P<type>" + "|".join(UNIT_TYPES) + r")\Z"  # not `$`: it accepts a trailing newline
 )
 UNIT_NAME_MAX = 255
 

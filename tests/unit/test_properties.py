@@ -1,0 +1,308 @@
+"""Properties of every parser the project owns, and of the planner (hypothesis).
+
+The preset-file parser and evaluator have theirs in test_presets_eval.py (parse_preset_text and
+load_presets never raise, every decision has a known action, glob_match agrees with glibc).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from libvirt_presets import journal, state
+from libvirt_presets.config import POLICIES, Config, load_config, parse_config
+from libvirt_presets.facts import ERASE, INBOUND, PackageChange, TransactionFacts
+from libvirt_presets.planner import LinkRepair, link_repairs, plan_transaction
+from libvirt_presets.presets import PresetSet
+from libvirt_presets.snapshot import Snapshot, link_units
+from libvirt_presets.units import (
+    ENABLEMENT_DIRS,
+    SYSTEM,
+    USER,
+    VENDOR_DIRS,
+    Scope,
+    UnitKey,
+    is_glob_valid,
+    is_valid_unit_name,
+    template_of,
+)
+
+TMP = [HealthCheck.function_scoped_fixture]  # each example cleans up what it writes in tmp_path
+NO_DEADLINE = settings(deadline=None)  # a busy shared test machine is no reason to fail
+
+# --- configuration ----------------------------------------------------------------------------------
+
+KEYS = ["enabled", "presets", "restarts", "guard", "units", "extra_units", "colour", "",
+        "virtqemud.service", "virt*.service", "libvirt-daemon", "/usr/share/x/*", "$(id)", "a b", "-x"]
+VALUES = ["yes", "no", "maybe", "", "restart", "reload", "never", "virtqemud.service libvirtd.service",
+          "virt*.socket, libvirtd.service", "a;b.service", "$(reboot)", "x y z"]
+CONFIG_LINES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["[main]", "[policy]", "[triggers]", "[other]", "[main", "# c", "; c", "", "  "]),
+    st.builds(lambda k, sep, v: f"{k}{sep}{v}", st.sampled_from(KEYS), st.sampled_from(["=", " = ", "=="]),
+              st.sampled_from(VALUES) | st.text(max_size=12)),
+)
+LINE_ENDS = st.sampled_from(["\n", "\r\n", "\r", "\x0b", "\u2028"])
+
+
+def numbered_problem(problem: str, path: str, lines: int) -> bool:
+    if not problem.startswith(path + ":"):
+        return False
+    number = problem[len(path) + 1:].split(":", 1)[0]
+    return number.isdigit() and 1 <= int(number) <= lines
+
+
+@NO_DEADLINE
+@given(st.lists(st.tuples(CONFIG_LINES, LINE_ENDS), max_size=12))
+def test_parse_config_never_raises_and_every_problem_is_one_numbered_line(pieces):
+    text = "".join(line + end for line, end in pieces)
+    cfg = parse_config(text, "/etc/x.conf")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
+    for problem in cfg.problems:
+        assert problem.isprintable() and len(problem.splitlines()) == 1, problem
+        assert numbered_problem(problem, "/etc/x.conf", lines), problem
+    assert all(policy in POLICIES for policy in cfg.policies.values())
+    assert all(is_glob_valid(g) for g in cfg.scope.globs)
+    assert all(is_valid_unit_name(s) for services in cfg.triggers.values() for s in services)
+
+
+@NO_DEADLINE
+@given(st.text())
+def test_parse_config_of_arbitrary_text_never_raises(text):
+    cfg = parse_config(text, "t")
+    assert all(p.startswith("t:") and len(p.splitlines()) == 1 for p in cfg.problems)
+
+
+@NO_DEADLINE
+@given(st.sampled_from(["virtqemud.service", "virt*.socket", "x@.service"]),
+       st.lists(st.sampled_from(POLICIES), min_size=2, max_size=4), st.integers(0, 3))
+def test_contradicting_policy_lines_are_one_problem_each_and_the_last_wins(key, policies, padding):
+    lines = ["[policy]"]
+    for policy in policies:
+        lines += ["# filler"] * padding + [f"{key} = {policy}"]
+    cfg = parse_config("\n".join(lines), "t")
+    changes = sum(1 for a, b in zip(policies, policies[1:]) if a != b)
+    assert len(cfg.problems) == changes
+    assert all(key in p and "contradicts line" in p for p in cfg.problems)
+    assert cfg.policies[key] == policies[-1]
+
+
+@settings(NO_DEADLINE, max_examples=50, suppress_health_check=TMP)
+@given(st.binary(max_size=300))
+def test_load_config_of_arbitrary_bytes_never_raises(tmp_path: Path, data: bytes):
+    path = tmp_path / "libvirt-units.conf"
+    path.write_bytes(data)
+    cfg = load_config([path])
+    assert isinstance(cfg, Config)
+    assert all(p.isprintable() and p.startswith(f"{path}:") for p in cfg.problems)
+
+
+# --- unit names -------------------------------------------------------------------------------------
+
+NAME_CHARS = string.ascii_letters + string.digits + ":_.\\-@ \t\n$;/'\"`|&*?[]!()é\0"
+NAMES = st.one_of(st.text(), st.text(alphabet=NAME_CHARS, max_size=20).map(lambda s: s + ".service"),
+                  st.from_regex(r"\A[a-z:_.\\-]{1,10}(@[a-z0-9.\\-]{0,5})?\.(service|socket|timer)\n?\Z"))
+
+
+@NO_DEADLINE
+@given(NAMES)
+def test_unit_name_grammar_never_raises_and_keeps_shell_and_path_characters_out(name):
+    valid = is_valid_unit_name(name)
+    template = template_of(name)
+    if valid:
+        assert not any(c in name for c in " \t\n\r\x0b\x0c'\"`$/;|&*?[]()\0")
+        assert not name.startswith("-") and not name.startswith("@") and len(name) <= 255
+        assert name.isascii() and name.isprintable()
+    if template is not None:
+        assert "@." in template
+        if valid:
+            assert is_valid_unit_name(template)
+
+
+@NO_DEADLINE
+@given(NAMES)
+def test_every_name_the_grammar_accepts_can_be_asked_of_the_preset_evaluator(name):
+    """The planner asks presets.decide() about every new unit: it must never refuse one."""
+    assume(is_valid_unit_name(name))
+    assert PresetSet((), ()).decide(name).action == "enable"
+
+
+@NO_DEADLINE
+@given(st.lists(st.text(alphabet="abv*?[]!-@.", min_size=1, max_size=8), min_size=1, max_size=4), NAMES)
+def test_scope_membership_never_raises_for_any_glob_the_config_accepts(globs, name):
+    assume(all(is_glob_valid(g) for g in globs))
+    assert (name in Scope(tuple(globs))) in (True, False)
+    assert UnitKey(SYSTEM, "x.service") in Scope(("*",))
+
+
+# --- journal ----------------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10,
+)
+FIELDS = ("live", "began_usec", "rpmdb_cookie", "invocations_before", "units_before", "links_before",
+          "owners_before", "changes", "done", "guards")
+
+
+def good_record() -> dict:
+    before = Snapshot(units={UnitKey(SYSTEM, "virtqemud.service"): "usr/lib/systemd/system/virtqemud.service"},
+                      links={"etc/systemd/system/multi-user.target.wants/virtqemud.service":
+                             "/usr/lib/systemd/system/virtqemud.service"})
+    tx = TransactionFacts((PackageChange("libvirt-daemon", "libvirt-daemon-9.1.0-1.noarch", "upgrade",
+                                         frozenset({"/usr/lib/systemd/system/virtqemud.service"})),))
+    return json.loads(json.dumps(journal.encode(before, tx, live=False, invocations={}, began_usec=1,
+                                                rpmdb_cookie="c", done=["presets"])))
+
+
+@NO_DEADLINE
+@given(JSON)
+def test_journal_decode_of_arbitrary_json_returns_or_raises_journal_error(data):
+    try:
+        journal.decode(data)
+    except journal.JournalError:
+        pass
+
+
+@NO_DEADLINE
+@given(st.sampled_from(FIELDS), JSON)
+def test_journal_decode_of_a_record_with_one_field_replaced_returns_or_raises_journal_error(name, value):
+    record = good_record()
+    record[name] = value
+    try:
+        before, _, meta = journal.decode(record)
+    except journal.JournalError:
+        return
+    assert all(is_valid_unit_name(u.name) for u in before.units)
+    assert all(".." not in link.split("/") for link in before.links)
+    assert isinstance(meta["live"], bool) and isinstance(meta["began_usec"], int)
+
+
+@settings(NO_DEADLINE, max_examples=40, suppress_health_check=TMP)
+@given(st.one_of(st.binary(max_size=200), JSON.map(lambda d: json.dumps(d).encode()),
+                 st.just(b'{"version": 1}'), st.just(b"\xef\xbb\xbf{}"), st.just(b"[" * 5000)))
+def test_journal_load_of_arbitrary_bytes_never_raises_and_moves_bad_ones_aside(tmp_path: Path, data: bytes):
+    root = tmp_path / "r"
+    path = state.state_dir(root) / journal.PENDING
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.iterdir():
+        old.unlink()
+    path.write_bytes(data)
+    loaded = journal.load(root)
+    if loaded is None:  # unusable: moved aside, never left for the next run to trip over
+        assert not path.exists() and len(list(path.parent.glob("pending.json.corrupt-*"))) == 1
+    else:
+        assert loaded.get("version") == state.FORMAT_VERSION and path.exists()
+
+
+# --- planner ----------------------------------------------------------------------------------------
+
+UNIT_POOL = ("virtqemud.service", "virtqemud.socket", "virtqemud-tcp.socket", "libvirtd.service",
+             "libvirtd.socket", "virtproxyd-tls.socket", "sshd.service", "getty@tty1.service",
+             "getty@.service", "libvirt-guests.service", "virtlogd.service", "foo@bar.socket")
+SCOPES = (SYSTEM, USER)
+UNIT_KEYS = st.builds(UnitKey, st.sampled_from(SCOPES), st.sampled_from(UNIT_POOL))
+CONFIGS = st.sampled_from([
+    "", "[main]\nunits = *\n", "[main]\nunits = virtq*\n", "[main]\nextra_units = sshd.service getty@.service\n",
+    "[main]\npresets = no\n", "[policy]\nvirt*.service = reload\n[triggers]\nlibvirt-daemon = libvirtd.service\n",
+]).map(lambda text: parse_config(text, "t"))
+
+
+def link_of(scope: str, where: str, name: str) -> str:
+    return f"{ENABLEMENT_DIRS[scope]}/{where}{name}"
+
+
+LINKS = st.dictionaries(
+    st.builds(link_of, st.sampled_from(SCOPES),
+              st.sampled_from(["", "multi-user.target.wants/", "sockets.target.wants/", "default.target.wants/"]),
+              st.sampled_from(UNIT_POOL + ("dbus-org.x.service", "not-a-unit"))),
+    st.one_of(st.just("/dev/null"), st.sampled_from(UNIT_POOL).map(lambda n: f"/usr/lib/systemd/system/{n}")),
+    max_size=8,
+)
+
+
+def unit_file(key: UnitKey) -> str:
+    return f"/{VENDOR_DIRS[key.scope][0]}/{key.name}"
+
+
+CHANGES = st.lists(st.builds(
+    lambda name, version, action, units, done: PackageChange(
+        name, f"{name}-{version}-1.noarch", action, frozenset(map(unit_file, units)), done),
+    st.sampled_from(["libvirt-daemon", "libvirt-daemon-proxy", "openssh-server", "libvirt-daemon-config-network"]),
+    st.sampled_from(["9.0.0", "9.1.0"]), st.sampled_from(INBOUND + (ERASE,)),
+    st.sets(UNIT_KEYS, max_size=3), st.booleans(),
+), max_size=6)
+
+
+@st.composite
+def transactions(draw):
+    before_units = draw(st.sets(UNIT_KEYS, max_size=8))
+    after = draw(st.sets(UNIT_KEYS, max_size=8))
+    before = Snapshot(units={u: unit_file(u)[1:] for u in before_units}, links=draw(LINKS))
+    owners = {u: "libvirt-daemon-9.0.0-1.noarch" for u in before_units if draw(st.booleans())}
+    return before, after, TransactionFacts(tuple(draw(CHANGES)), owners), draw(CONFIGS), draw(st.booleans())
+
+
+@NO_DEADLINE
+@given(transactions())
+def test_a_unit_present_before_is_never_preset(tx):
+    before, after, facts, config, live = tx
+    plan = plan_transaction(before, after, facts, config, live=live)
+    assert not set(plan.presets) & set(before.units)
+    assert set(plan.presets) <= after and set(plan.kept) <= after & set(before.units)
+
+
+@NO_DEADLINE
+@given(transactions())
+def test_units_outside_the_scope_are_never_preset_nor_kept(tx):
+    before, after, facts, config, live = tx
+    plan = plan_transaction(before, after, facts, config, live=live)
+    assert all(u in config.scope for u in plan.presets + plan.kept)
+    assert all(link_units(link, target) & set(plan.kept) for link, target in plan.kept_links.items())
+
+
+@NO_DEADLINE
+@given(transactions(), st.randoms(use_true_random=False))
+def test_the_plan_is_deterministic_whatever_the_order_of_the_facts(tx, rng):
+    before, after, facts, config, live = tx
+    plan = plan_transaction(before, after, facts, config, live=live)
+    units, links = list(before.units.items()), list(before.links.items())
+    rng.shuffle(units)
+    rng.shuffle(links)
+    shuffled = Snapshot(units=dict(units), links=dict(links))
+    assert plan_transaction(shuffled, set(sorted(after, reverse=True)), facts, config, live=live) == plan
+    assert plan_transaction(before, after, facts, config, live=live) == plan
+
+
+def apply_repairs(links: dict[str, str], repairs: list[LinkRepair]) -> dict[str, str]:
+    """What executor.apply_link does to the links, modelled on a dict."""
+    result = dict(links)
+    for repair in repairs:
+        if repair.target is None:
+            result.pop(repair.link, None)
+        else:
+            result[repair.link] = repair.target
+    return result
+
+
+@NO_DEADLINE
+@given(transactions(), LINKS)
+def test_link_repairs_bring_back_exactly_the_kept_links_and_are_idempotent(tx, now):
+    before, after, facts, config, live = tx
+    plan = plan_transaction(before, after, facts, config, live=live)
+    units = set(plan.kept)
+    repairs = link_repairs(plan.kept_links, now, units)
+    fixed = apply_repairs(now, repairs)
+    concerning = {link: target for link, target in fixed.items() if link_units(link, target) & units}
+    assert concerning == plan.kept_links
+    # links of other units (and not wanted back for a kept one) are left exactly as they were
+    others = {link: target for link, target in now.items()
+              if not link_units(link, target) & units and link not in plan.kept_links}
+    assert {link: fixed.get(link) for link in others} == others
+    assert link_repairs(plan.kept_links, fixed, units) == []
+    assert apply_repairs(fixed, link_repairs(plan.kept_links, fixed, units)) == fixed
