@@ -91,7 +91,12 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
 
 
 def guard_services(root: Path, services: tuple[str, ...]) -> None:
-    placed = runtime_guards.place(root, services)
+    try:
+        placed = runtime_guards.place(root, services)
+    except OSError as exc:  # no guard is better than no transaction: the batch still runs after
+        report.warn(f"cannot guard services while rpm runs: {exc}")
+        runtime_guards.remove(root, services)
+        return
     result = Systemctl(root).daemon_reload()
     if result.returncode != 0:
         report.warn(f"daemon-reload after placing guards failed: {result.stderr.strip()}")
