@@ -159,17 +159,13 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         if opts.dry_run or sub in ("upgrade", "install", "remove"):
             self._dry_run(root, config, sub or "upgrade", opts.packages)
         elif sub == "status":
-            rows = commands.status(root, config, session.is_live(root))
-            print(render.dumps(render.status_json(rows, str(root))) if opts.json else render.status_table(rows))
+            print(render.status_text(commands.status(root, config, session.is_live(root)), str(root), opts.json))
         elif sub == "resume":
             if session.resume(root, config) is None:
                 print("libvirt-units: no unfinished transaction to complete")
         elif sub == "check":
             problems = commands.check(root, config)
-            if opts.json:
-                print(render.dumps(render.problems_json(problems, str(root))))
-            else:
-                print("\n".join(p.message for p in problems) or "no problems found")
+            print(render.check_text(problems, str(root), opts.json))
             if problems:
                 raise dnf.exceptions.Error(f"libvirt-units: {len(problems)} problem(s) found")
         else:

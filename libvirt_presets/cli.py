@@ -146,17 +146,13 @@ def complete_unfinished(root: Path, config: Config, announce: bool = False) -> N
 
 
 def run_status(root: Path, config: Config, opts: argparse.Namespace) -> int:
-    rows = commands.status(root, config, session.is_live(root))
-    print(render.dumps(render.status_json(rows, str(root))) if opts.json else render.status_table(rows))
+    print(render.status_text(commands.status(root, config, session.is_live(root)), str(root), opts.json))
     return EXIT_OK
 
 
 def run_check(root: Path, config: Config, opts: argparse.Namespace) -> int:
     problems = commands.check(root, config)
-    if opts.json:
-        print(render.dumps(render.problems_json(problems, str(root))))
-    else:
-        print("\n".join(p.message for p in problems) or "no problems found")
+    print(render.check_text(problems, str(root), opts.json))
     if problems:
         print(MSG_PROBLEMS.format(len(problems)), file=sys.stderr)
         return EXIT_PROBLEMS

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .snapshot import resolve_in_root
 from .units import SYSTEM, UNIT_TYPES, USER
 
 # The directories systemd reads, highest priority first (CONF_PATHS / CONF_PATHS_USR in
@@ -61,8 +62,6 @@ REFUSED = "{path}: {why}: `systemctl preset` fails and changes nothing"
 
 # read_line() refuses lines this long (LONG_LINE_MAX), and read_presets() then fails outright.
 LONG_LINE_MAX = 1024 * 1024
-# chase_symlinks() gives up after this many hops (CHASE_SYMLINKS_MAX).
-SYMLINK_HOPS_MAX = 32
 UNIT_NAME_MAX = 256
 # wctype(3) names valid in the C locale, with the ASCII members of each class.
 _CHAR_CLASSES = {
@@ -272,7 +271,7 @@ def _preset_files(root: Path, dirs: tuple[str, ...]) -> list[str]:
     chosen: dict[str, str] = {}
     for directory in dirs:
         try:
-            names = [entry.name for entry in os.scandir(_resolve_in_root(root, directory))]
+            names = [entry.name for entry in os.scandir(resolve_in_root(root, directory))]
         except OSError:
             continue  # systemd skips a missing or unreadable directory too
         for name in names:
@@ -286,7 +285,7 @@ def _preset_files(root: Path, dirs: tuple[str, ...]) -> list[str]:
 
 def _read_preset_file(root: Path, path: str) -> str:
     """The file's text; "" for one that reads as empty or is gone; OSError where systemd fails."""
-    real = _resolve_in_root(root, path)
+    real = resolve_in_root(root, path)
     try:
         st = os.stat(real)
     except FileNotFoundError:
@@ -298,34 +297,6 @@ def _read_preset_file(root: Path, path: str) -> str:
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "not a regular file")
     return real.read_bytes().decode("utf-8", "surrogateescape")
-
-
-def _resolve_in_root(root: Path, path: str) -> Path:
-    """`path` with symlinks followed as if `root` were `/`: absolute targets stay inside."""
-    root = Path(root)
-    todo = [p for p in path.split("/") if p][::-1]
-    done: list[str] = []
-    hops = 0
-    while todo:
-        part = todo.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = root.joinpath(*done, part)
-        if not here.is_symlink():
-            done.append(part)
-            continue
-        hops += 1
-        if hops > SYMLINK_HOPS_MAX:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        target = os.readlink(here)
-        if target.startswith("/"):
-            done = []
-        todo.extend(p for p in reversed(target.split("/")) if p)
-    return root.joinpath(*done)
 
 
 # --- unit names ----------------------------------------------------------------------------

@@ -107,3 +107,15 @@ def status_table(statuses: Sequence[UnitStatus]) -> str:
         table.rows.append((str(st.row.unit), st.row.package_after or "-", st.enablement, st.preset,
                            "yes" if st.drift else "", st.active or "", st.preset_reason))
     return str(table) if table.rows else "no managed unit is installed"
+
+
+def status_text(statuses: Sequence[UnitStatus], root: str, as_json: bool) -> str:
+    """What `status` prints, for both front ends (dnf command and standalone CLI)."""
+    return dumps(status_json(statuses, root)) if as_json else status_table(statuses)
+
+
+def check_text(problems: Sequence[Problem], root: str, as_json: bool) -> str:
+    """What `check` prints: one line per problem, or the JSON object."""
+    if as_json:
+        return dumps(problems_json(problems, root))
+    return "\n".join(p.message for p in problems) or "no problems found"
