@@ -12,7 +12,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable
 
 from . import guards as runtime_guards
 from . import journal, render, report, rpmdb, rpmdiff, state
@@ -20,6 +20,7 @@ from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
 from .planner import Plan, guard_candidates, plan_transaction, predict_units_after
+from .presets import load_presets
 from .snapshot import Snapshot, read_invocations, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER
@@ -103,31 +104,8 @@ def guard_services(root: Path, services: tuple[str, ...]) -> None:
     report.log.info("libvirt-units: guarding %s against restarts while rpm runs", " ".join(placed))
 
 
-def unguard_services(root: Path, services: list[str],
-                     triggers: Callable[[], Mapping[str, str]] | None = None) -> bool:
-    """Remove our runtime guards; True when a daemon-reload is needed to drop them.
-
-    `triggers` (service -> the package that made us guard it, for the journal's
-    TRIGGER_PACKAGE) is only asked once the files are gone: nothing may keep a guard in place.
-    """
-    removed = runtime_guards.remove(root, services)
-    by = dict(triggers()) if removed and triggers else {}
-    for unit in removed:
-        report.record("unguard", unit, "done", "the rpm transaction is over", by.get(unit),
-                      level=logging.DEBUG)
-    return bool(removed)
-
-
-def _guard_triggers(pending: Pending) -> dict[str, str]:
-    """service -> trigger package, predicted exactly as begin() predicted the guards."""
-    before, facts = pending.before, pending.facts
-    predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, pending.config)
-    return {**predicted.restarts, **predicted.reloads}
-
-
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
-    from .presets import load_presets  # the preset files as they are after the transaction
-
+    """The plan from the facts and the root as it is now (preset files included)."""
     after = take_snapshot(pending.root)
     facts = pending.facts.with_done(done_nevras)
     presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
@@ -172,8 +150,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
 
     # First of all, whatever fails later: no service may stay guarded.
     guards = record.get("guards", [])
-    if "unguard" not in done:
-        unguard_services(root, guards, lambda: _guard_triggers(pending))
+    unguarded = runtime_guards.remove(root, guards) if "unguard" not in done else []
     step("unguard")
     # The manager forgets a guard only at its next daemon-reload: one is due whenever this
     # transaction placed guards and the live step (which reloads) has not run, even when the
@@ -181,6 +158,10 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     reload_for_guards = bool(guards) and "live" not in done
     checkpoint("finish")
     plan, _ = plan_after(pending, done_nevras)
+    triggers = {**plan.restarts, **plan.reloads}
+    for unit in unguarded:
+        report.record("unguard", unit, "done", "the rpm transaction is over", triggers.get(unit),
+                      level=logging.DEBUG)
     outcome = Outcome()
     systemctl = systemctl or Systemctl(root)
     if "presets" not in done:
@@ -216,7 +197,7 @@ def resume(root: Path, config: Config) -> Outcome | None:
         return None
     if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
         report.warn("discarding the journal of a transaction that never reached rpm")
-        if unguard_services(root, meta["guards"]) and is_live(root):
+        if runtime_guards.remove(root, meta["guards"]) and is_live(root):
             Systemctl(root).daemon_reload()
         journal.clear(root)
         return None
