@@ -32,7 +32,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.container import BootedContainer
+import pytest
+
+from tests.e2e.container import BootedContainer, nspawn_unavailable_reason
 from tests.e2e.fixtures import EVENTS_LOG, CommandFailed, Pool, link_or_copy, run
 from tests.e2e.fixtures import RPMMACROS as BUILD_RPMMACROS
 
@@ -360,3 +362,12 @@ def assert_journal_fields(guest: GuestDnf, expected: Mapping[str, str]) -> list[
     for unit, action in expected.items():
         assert (unit, action) in seen, (unit, action, sorted(seen))
     return entries
+
+
+def skip_without_nspawn(what: str) -> None:
+    """Skip the calling module's tests, saying why, when no container can boot here."""
+    reason = nspawn_unavailable_reason()
+    if reason is not None:
+        message = f"cannot boot a systemd-nspawn container, {what} skipped: {reason}"
+        print(message)
+        pytest.skip(message)

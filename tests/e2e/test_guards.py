@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.container import nspawn_unavailable_reason
 from tests.e2e.fixtures import EVENTS_LOG, KILL_MARKER, FixturePackage, Pool, spec_text
 from tests.e2e.guest import (
     HOME,
@@ -31,6 +30,7 @@ from tests.e2e.guest import (
     build_rpms,
     counts_line,
     publish_repos,
+    skip_without_nspawn,
     transact,
     wait_for_start_lines,
     write_counts_summary,
@@ -69,9 +69,7 @@ echo "probe reload virtlogd rc=$rc" >> {EVENTS_LOG}
 
 @pytest.fixture(scope="module", autouse=True)
 def require_nspawn() -> None:
-    reason = nspawn_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cannot boot a systemd-nspawn container, guard tests skipped: {reason}")
+    skip_without_nspawn("guard tests")
 
 
 @pytest.fixture(scope="module", autouse=True)

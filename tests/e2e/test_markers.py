@@ -28,7 +28,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.container import nspawn_unavailable_reason
 from tests.e2e.fixtures import EVENTS_LOG, FixturePackage, Pool, catalog, spec_text
 from tests.e2e.guest import (
     SRC,
@@ -37,6 +36,7 @@ from tests.e2e.guest import (
     build_rpms,
     counts_line,
     publish_repos,
+    skip_without_nspawn,
     transact,
     wait_for_start_lines,
     write_counts_summary,
@@ -119,9 +119,7 @@ def daemons_spec(version: str) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def require_nspawn() -> None:
-    reason = nspawn_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cannot boot a systemd-nspawn container, marker tests skipped: {reason}")
+    skip_without_nspawn("marker tests")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.container import nspawn_unavailable_reason
 from tests.e2e.fixtures import Pool
 from tests.e2e.guest import (
     GuestDnf,
@@ -35,6 +34,7 @@ from tests.e2e.guest import (
     booted_guest,
     counts_line,
     publish_repos,
+    skip_without_nspawn,
     transact,
     wait_for_start_lines,
     write_counts_summary,
@@ -57,11 +57,7 @@ NO_GUARD_CONF = "[main]\nguard = no\n"
 
 @pytest.fixture(scope="module", autouse=True)
 def require_nspawn() -> None:
-    reason = nspawn_unavailable_reason()
-    if reason is not None:
-        message = f"cannot boot a systemd-nspawn container, restart tests skipped: {reason}"
-        print(message)
-        pytest.skip(message)
+    skip_without_nspawn("restart tests")
 
 
 @pytest.fixture(scope="module", autouse=True)
