@@ -61,11 +61,17 @@ class TransactionFacts:
         return TransactionFacts(changes, self.owners_before)
 
 
+_UNIT_DIR_SCOPES = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}
+_UNIT_DIR_PREFIXES = tuple(_UNIT_DIR_SCOPES)
+
+
 def units_in_files(files: frozenset[str] | set[str] | list[str]) -> set[UnitKey]:
     """Unit files among absolute paths from an rpm header."""
-    prefixes = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}
+    prefixes = _UNIT_DIR_SCOPES
     found: set[UnitKey] = set()
     for path in files:
+        if not path.startswith(_UNIT_DIR_PREFIXES):  # most files: one C-level test, no split
+            continue
         head, _, name = path.rpartition("/")
         scope = prefixes.get(head + "/")
         if scope and is_valid_unit_name(name):

@@ -108,19 +108,27 @@ def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
         top = _directory(root, rel, "enablement", "enablement link", problems)
         if top is None:
             continue
-
-        def onerror(exc: OSError) -> None:
-            problems.append(f"{exc.filename}: cannot read enablement directory: {exc.strerror}")
-
-        # followlinks=False: a symlinked subdirectory is recorded as a link, never entered
-        for dirpath, dirnames, filenames in os.walk(top, onerror=onerror):
-            for name in filenames + dirnames:
-                path = os.path.join(dirpath, name)
-                if os.path.islink(path):
+        # scandir, building each relative path as we descend (os.walk + os.path.relpath per link
+        # cost half of a snapshot with thousands of links); a symlinked subdirectory is recorded
+        # as a link, never entered
+        stack = [(str(top), rel)]
+        while stack:
+            path, rel_dir = stack.pop()
+            try:
+                with os.scandir(path) as it:
+                    entries = list(it)
+            except OSError as exc:
+                problems.append(f"{path}: cannot read enablement directory: {exc.strerror}")
+                continue
+            for entry in entries:
+                rel_path = f"{rel_dir}/{entry.name}"
+                if entry.is_symlink():
                     try:
-                        links[os.path.join(rel, os.path.relpath(path, top))] = os.readlink(path)
+                        links[rel_path] = os.readlink(entry.path)
                     except OSError as exc:
-                        problems.append(f"{path}: cannot read link: {exc.strerror}")
+                        problems.append(f"{entry.path}: cannot read link: {exc.strerror}")
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel_path))
     return links
 
 
