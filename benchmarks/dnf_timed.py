@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+"""/usr/bin/dnf, plus clocks around dnf's plugin machinery: how long loading the plugins and
+running their hooks took inside this very dnf process.  Written as JSON to $BENCH_PLUGIN_TIMES
+at exit.  Used for the plugin-on and the plugin-off runs alike.
+"""
+
+import atexit
+import json
+import os
+import sys
+import time
+
+del sys.path[0]  # like /usr/bin/dnf: nothing is imported from the script's own directory
+
+from dnf import plugin  # noqa: E402
+
+spent: dict = {"load": 0.0, "init": 0.0, "hooks": {}}
+
+
+def _timed(key: str, original):  # noqa: ANN001, ANN202
+    def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            took = time.perf_counter() - start
+            if key == "hooks":
+                spent["hooks"][args[0]] = spent["hooks"].get(args[0], 0.0) + took
+            else:
+                spent[key] += took
+    return wrapper
+
+
+plugin.Plugins._load = _timed("load", plugin.Plugins._load)
+plugin.Plugins._run_init = _timed("init", plugin.Plugins._run_init)
+plugin.Plugins._caller = _timed("hooks", plugin.Plugins._caller)
+
+
+@atexit.register
+def _write() -> None:
+    path = os.environ.get("BENCH_PLUGIN_TIMES")
+    if path:
+        spent["total"] = spent["load"] + spent["init"] + sum(spent["hooks"].values())
+        core = sys.modules.get("libvirt_presets")  # which checkout the plugin really ran
+        spent["libvirt_presets"] = os.path.dirname(os.path.dirname(core.__file__)) if core else None
+        with open(path, "w") as f:
+            json.dump(spent, f)
+
+
+from dnf.cli import main  # noqa: E402
+
+if os.environ.get("BENCH_CPROFILE"):  # profile this dnf run (sys.path as in a normal run)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    atexit.register(profiler.dump_stats, os.environ["BENCH_CPROFILE"])
+    profiler.enable()
+main.user_main(sys.argv[1:], exit_code=True)

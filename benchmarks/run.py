@@ -1,0 +1,494 @@
+#!/usr/bin/python3
+"""libvirt-units benchmarks: planner scaling, dnf upgrades with and without the plugin,
+libvirt's macro scriptlets, snapshot cost.  Prints a markdown report (see benchmarks/README.md).
+
+    /usr/bin/python3 benchmarks/run.py                 # everything, 5 rounds (about 4 min)
+    /usr/bin/python3 benchmarks/run.py --quick         # smoke run (small sizes, 2 rounds)
+    /usr/bin/python3 benchmarks/run.py --only planner  # planner|snapshot|dnf|macros, repeatable
+    /usr/bin/python3 benchmarks/run.py --compare DIR   # also measure the checkout DIR, side by side
+
+Needs root and Debian's /usr/bin/python3 with dnf/rpm (./scripts/deps) for the dnf parts.
+Benchmarks are not tests: nothing here fails on a slow figure; targets are only reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import common  # noqa: E402
+from benchmarks.common import kib, median, seconds, spread, table  # noqa: E402
+
+PYTHON = "/usr/bin/python3"
+WORKER = REPO_ROOT / "benchmarks" / "worker.py"
+PARTS = ("planner", "snapshot", "dnf", "macros")
+DEFAULT_WORKDIR = Path("/var/tmp/libvirt-units-bench")
+
+# The targets of issue 6.
+TARGET_RATIO = 1.03
+TARGET_PROCESSES = 4
+TARGET_PLANNER_SECONDS = 0.2
+LINEAR_EXPONENT = 1.2  # t(10k)/t(1k) = 10^k; k <= 1.2 counts as linear growth
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+@dataclass
+class Report:
+    summary: list[tuple[str, str, str, str]] = field(default_factory=list)  # what, target, measured, verdict
+    sections: list[tuple[int, str]] = field(default_factory=list)  # (benchmark number, markdown)
+
+    def add(self, what: str, target: str, measured: str, ok: bool | None) -> None:
+        self.summary.append((what, target, measured, verdict(ok)))
+
+
+def worker(what: str, tree: Path, *args: str) -> dict:
+    argv = [PYTHON, str(WORKER), what, "--tree", str(tree), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout) if what != "profile" else {"text": proc.stdout}
+
+
+def in_turn(items: list, round_no: int) -> list:
+    """The order of one round: rotated every round, so no variant always goes first."""
+    k = round_no % len(items)
+    return items[k:] + items[:k]
+
+
+def tree_label(tree: Path, trees: list[Path]) -> str:
+    return "this tree" if tree == trees[0] else f"compare: {tree}"
+
+
+# -- 1. planner --------------------------------------------------------------------------------
+
+
+def bench_planner(args: argparse.Namespace, trees: list[Path], report: Report) -> None:
+    sizes = [100, 1000, 10000]
+    times = {t: {n: [] for n in sizes} for t in trees}
+    peak: dict = {t: {} for t in trees}
+    files: dict[int, int] = {}
+    for r in range(args.runs):
+        for tree in in_turn(trees, r):
+            log(f"planner round {r + 1}/{args.runs} ({tree_label(tree, trees)})")
+            extra = ["--memory"] if r == 0 else []
+            res = worker("planner", tree, "--sizes", ",".join(map(str, sizes)), *extra)["planner"]
+            for n in sizes:
+                times[tree][n].append(res[str(n)]["seconds"])
+                files[n] = res[str(n)]["files"]
+                if "peak_bytes" in res[str(n)]:
+                    peak[tree][n] = res[str(n)]["peak_bytes"]
+    out = ["## 1. Planner scaling (pure core, in process)", "",
+           "Synthetic upgrade of N packages: each has an incoming half with 20 files, one of them a unit "
+           "file (5 %), and an outgoing half with the old 20 files, as the dnf plugin reports them. "
+           "All units are in the managed scope (`extra_units = bench-*`), 95 % existed before (a third "
+           "of them enabled), 5 % are new; default triggers. Time of one `plan_transaction()` call "
+           f"(median of {args.runs} rounds, one process per round); peak memory by tracemalloc "
+           "(first round, separate call).", ""]
+    for tree in trees:
+        rows = []
+        prev = None
+        for n in sizes:
+            t = median(times[tree][n])
+            growth = f"{t / prev:.1f}× (×10 packages)" if prev else ""
+            rows.append((f"{n:,}", f"{files[n]:,}", spread(times[tree][n], "{:.4f}") + " s",
+                         f"{t / n * 1e6:.1f} µs", kib(peak[tree].get(n, math.nan)), growth))
+            prev = t
+        if len(trees) > 1:
+            out += [f"**{tree_label(tree, trees)}**", ""]
+        out += [table(("packages", "incoming files", "time: median (min–max)", "per package",
+                       "peak memory", "growth"), rows), ""]
+    t10k = median(times[trees[0]][10000])
+    exponent = math.log10(t10k / median(times[trees[0]][1000]))
+    if len(trees) > 1:
+        rows = []
+        for n in sizes:
+            ratios = [b / a for a, b in zip(times[trees[0]][n], times[trees[1]][n])]
+            rows.append((f"{n:,}", spread(ratios, "{:.3f}")))
+        out += ["Side by side, per round: compare tree / this tree", "",
+                table(("packages", "time ratio: median (min–max)"), rows), ""]
+    report.sections.append((1, "\n".join(out)))
+    report.add("Planner: 10k packages / 200k files", f"< {TARGET_PLANNER_SECONDS} s",
+               f"{t10k:.3f} s (median of {args.runs})", t10k < TARGET_PLANNER_SECONDS)
+    report.add("Planner: linear growth", f"t(10k)/t(1k) = 10^k, k ≤ {LINEAR_EXPONENT}",
+               f"k = {exponent:.2f} ({t10k / median(times[trees[0]][1000]):.1f}× for 10× packages)",
+               exponent <= LINEAR_EXPONENT)
+    if args.profile:
+        for tree in trees:
+            text = worker("profile", tree, "--sizes", "10000")["text"]
+            title = f"### cProfile of the planner, 10k packages ({tree_label(tree, trees)})"
+            report.sections.append((1, f"{title}\n\n```\n{text.strip()}\n```"))
+
+
+# -- 4. snapshot -------------------------------------------------------------------------------
+
+
+def bench_snapshot(args: argparse.Namespace, trees: list[Path], report: Report) -> None:
+    units, links = (200, 500) if args.quick else (2000, 5000)
+    root = args.workdir / f"snapshot-root-{units}-{links}"
+    keys = ("snapshot", "scope_filter", "links_of", "list_unit_files")
+    samples = {t: {k: [] for k in keys} for t in trees}
+    ratio = {t: [] for t in trees}
+    extra: dict = {}
+    for r in range(args.runs):
+        for tree in in_turn(trees, r):
+            log(f"snapshot round {r + 1}/{args.runs} ({tree_label(tree, trees)})")
+            memory = ["--memory"] if r == 0 else []
+            res = worker("snapshot", tree, "--root", str(root), "--unit-files", str(units),
+                         "--links", str(links), "--repeat", "3", *memory)["snapshot"]
+            for k in keys:
+                samples[tree][k].append(res[k])
+            ratio[tree].append(res["snapshot"] / res["list_unit_files"])
+            extra.setdefault(tree, {}).update({k: res[k] for k in ("units", "links", "managed", "peak_bytes")
+                                              if k in res})
+    facts = extra[trees[0]]
+    out = ["## 4. Snapshot cost", "",
+           f"A root with {facts['units']:,} unit files and {facts['links']:,} enablement links "
+           "(.wants/ links in five targets, template instances, aliases, masks). `take_snapshot()` reads "
+           "both; the plugin takes three per transaction (before, after, and before restoring links). "
+           "Beside it, what `session.begin()` does with it (keep the units of the default scope: "
+           f"{facts['managed']} libvirt units here) and what the planner does with links (`links_of`), "
+           "and, as a reference measured in the same rounds, one `systemctl --root=R list-unit-files`. "
+           f"Medians of {args.runs} rounds (each the median of 3 calls; the reference once per round).", ""]
+    for tree in trees:
+        s = samples[tree]
+        rows = [
+            ("take_snapshot()", spread(s["snapshot"], "{:.4f}") + " s",
+             kib(extra[tree].get("peak_bytes", math.nan))),
+            ("× 3 per transaction", seconds(3 * median(s["snapshot"])), ""),
+            ("scope filter of begin() (default scope)", spread(s["scope_filter"], "{:.4f}") + " s", ""),
+            ("links_of(links, managed units)", spread(s["links_of"], "{:.4f}") + " s", ""),
+            ("reference: systemctl --root list-unit-files",
+             spread(s["list_unit_files"], "{:.3f}") + " s", ""),
+            ("ratio snapshot / list-unit-files (per round)", spread(ratio[tree], "{:.4f}"), ""),
+        ]
+        if len(trees) > 1:
+            out += [f"**{tree_label(tree, trees)}**", ""]
+        out += [table(("measure", "median (min–max)", "peak memory"), rows), ""]
+    if len(trees) > 1:
+        rows = [(k, spread([b / a for a, b in zip(samples[trees[0]][k], samples[trees[1]][k])], "{:.3f}"))
+                for k in keys[:3]]
+        out += ["Side by side, per round: compare tree / this tree", "",
+                table(("measure", "time ratio: median (min–max)"), rows), ""]
+    report.sections.append((4, "\n".join(out)))
+    total = 3 * median(samples[trees[0]]["snapshot"]) + median(samples[trees[0]]["scope_filter"])
+    report.add(f"Snapshot of {facts['units']:,} units / {facts['links']:,} links", "(no target)",
+               f"{seconds(median(samples[trees[0]]['snapshot']))} per snapshot; "
+               f"{seconds(total)} per transaction (3 snapshots + scope filter)", None)
+
+
+# -- 2./3. dnf ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def roots_tmpfs(args: argparse.Namespace) -> Iterator[Path | None]:
+    """A private tmpfs for the timed roots: no disk writeback or fsync noise in the figures
+    (and a harsher ratio for the plugin, whose cost is CPU).  None: roots stay on disk."""
+    if args.roots_on_disk:
+        yield None
+        return
+    mnt = args.workdir / "roots-tmpfs"
+    mnt.mkdir(exist_ok=True)
+    if os.path.ismount(mnt):
+        subprocess.run(["umount", str(mnt)], check=False)
+    argv = ["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "libvirt-units-bench", str(mnt)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log(f"cannot mount a tmpfs ({proc.stderr.strip()}): roots stay on disk")
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], report: Report,
+              roots: Path | None) -> None:
+    from benchmarks.dnfbench import DnfBench, RepoServer, metadata_requests
+    from benchmarks.packages import Layout, build
+
+    layout = Layout(packages=60, unit_packages=10, new_unit_every=5) if args.quick else Layout()
+    log(f"building {layout.packages} packages × 2 versions (+ {layout.unit_packages} macro-style); "
+        "cached in the work directory")
+    start = time.perf_counter()
+    repos = build(args.workdir / "build", layout)
+    log(f"built in {time.perf_counter() - start:.0f} s; creating template roots")
+    bench = DnfBench(args.workdir / "dnf", layout, roots)
+    want_dnf, want_macros = "dnf" in parts, "macros" in parts
+    stock = bench.template("stock", repos.stock_v1, [repos.stock_v2, repos.stock_noop])
+    macro = bench.template("macro", repos.macro_v1, [repos.macro_v2]) if want_macros else None
+    for repo_dir in vars(repos).values():  # page cache: no variant pays for cold package files
+        for rpm_file in Path(repo_dir).glob("*.rpm"):
+            rpm_file.read_bytes()
+    new_units = layout.new_units()
+    this, *other = trees
+
+    upgrade = [("off", stock, repos.stock_v2, None)] if want_dnf else []
+    upgrade.append(("on", stock, repos.stock_v2, this))
+    upgrade += [("on (compare)", stock, repos.stock_v2, t) for t in other]
+    if want_macros:
+        upgrade.append(("macro", macro, repos.macro_v2, None))
+    noop = [("off", stock, repos.stock_noop, None), ("on", stock, repos.stock_noop, this)]
+    noop += [("on (compare)", stock, repos.stock_noop, t) for t in other]
+    groups = [("upgrade", upgrade)] + ([("no-op", noop)] if want_dnf else [])
+
+    results: dict[str, dict[str, list]] = {g: {v[0]: [] for v in variants} for g, variants in groups}
+    for r in range(args.runs):
+        for group, variants in groups:
+            for name, template, repo, plugin in in_turn(variants, r):
+                log(f"dnf {group} round {r + 1}/{args.runs}: {name}")
+                res = bench.timed(name, template, repo, plugin, "upgrade",
+                                  check_units=new_units if group == "upgrade" else [])
+                if res.problem:
+                    log(f"  run does not count: {res.problem}")
+                results[group][name].append(res)
+                log(f"  {res.seconds:.2f} s (plugin {res.plugin_seconds:.3f} s), systemctl: "
+                    f"{res.scriptlet_systemctl} scriptlets + {res.plugin_systemctl} plugin")
+
+    def good(group: str, name: str) -> list:
+        return [x for x in results[group][name] if not x.problem]
+
+    def pair_ratios(group: str, a: str, b: str) -> list[float]:
+        return [y.seconds / x.seconds for x, y in zip(results[group][a], results[group][b])
+                if not x.problem and not y.problem]
+
+    def shares(group: str, name: str) -> list[float]:
+        return [x.plugin_seconds / x.seconds for x in good(group, name)]
+
+    def counts(runs: list, attr: str) -> str:
+        values = sorted({getattr(x, attr) for x in runs})
+        return "/".join(map(str, values)) if values else "n/a"
+
+    out = [f"## 2./3. dnf upgrade of {layout.packages} packages against an installroot", "",
+           f"{layout.plain_packages} packages with {layout.files_per_plain} plain files each and "
+           f"{layout.unit_packages} packages shipping a service and a socket each (1.0 → 1.1; "
+           f"{len(new_units)} of them gain a new socket in 1.1), built by `benchmarks/packages.py`. "
+           "Each run starts from a fresh copy of a template root (1.0 installed, metadata cached; "
+           + ("copies on a private tmpfs" if roots else "copies on disk") +
+           ") and times the whole `dnf -y upgrade` process. Variants alternate within each round, in a "
+           f"rotating order; {args.runs} rounds; ratios are taken per round (side by side), then the "
+           "median. *Plugin time* is measured inside the same dnf process (`benchmarks/dnf_timed.py`: "
+           "clocks around dnf's plugin loading and hook calls), a figure far less noisy than the "
+           "difference of two wall times. `systemctl` processes: the root's /usr/bin/systemctl is a "
+           "logging wrapper (scriptlets); a logging wrapper first on dnf's PATH counts the plugin's "
+           "own calls.", ""]
+    rows = []
+    labels = {
+        "off": "stock scriptlets, `--noplugins`",
+        "on": "stock scriptlets + plugin",
+        "on (compare)": "stock scriptlets + plugin (compare tree)",
+        "macro": "libvirt macro scriptlets, `--noplugins`",
+    }
+    for group, variants in groups:
+        base = "on" if group == "upgrade" and not want_dnf else "off"
+        for name, *_ in variants:
+            runs = results[group][name]
+            ok = good(group, name)
+            ratio = spread(pair_ratios(group, base, name), "{:.3f}") if name != base else "1"
+            enabled = (f"{counts(ok, 'enabled')}/{len(new_units)}" if group == "upgrade" else "–")
+            inside = (f"{seconds(median(x.plugin_seconds for x in ok))} "
+                      f"({100 * median(shares(group, name)):.1f} %)") if name.startswith("on") else "–"
+            rows.append((group, labels[name], f"{len(ok)}/{len(runs)}",
+                         spread([x.seconds for x in ok], "{:.2f}") + " s", ratio, inside,
+                         counts(ok, "scriptlet_systemctl"), counts(ok, "plugin_systemctl"), enabled))
+    out += [table(("case", "variant", "valid runs", "wall time: median (min–max)",
+                   "ratio to the first row of the case, per round", "plugin time (share of the run)",
+                   "systemctl by scriptlets", "systemctl by the plugin", "new units enabled"), rows), ""]
+
+    if want_dnf:
+        on_off = pair_ratios("upgrade", "off", "on")
+        report.add(f"plugin-on / plugin-off, {layout.packages}-package upgrade", f"≤ {TARGET_RATIO}",
+                   f"{median(on_off):.3f} (median of {len(on_off)} pairs; "
+                   f"min {min(on_off, default=math.nan):.3f}, max {max(on_off, default=math.nan):.3f})",
+                   median(on_off) <= TARGET_RATIO if on_off else None)
+        share = shares("upgrade", "on")
+        report.add(f"same, as the plugin's own time inside dnf / wall time ({layout.packages} packages)",
+                   f"≤ {TARGET_RATIO - 1:.0%} (same target)",
+                   f"{100 * median(share):.1f} % (median of {len(share)}; "
+                   f"{seconds(median(x.plugin_seconds for x in good('upgrade', 'on')))})",
+                   median(share) <= TARGET_RATIO - 1 if share else None)
+        noop_ratio = pair_ratios("no-op", "off", "on")
+        report.add(f"plugin-on / plugin-off, no-op upgrade "
+                   f"({layout.plain_packages} packages, no unit touched)",
+                   "(no target; ≤ 1.03 expected)",
+                   f"{median(noop_ratio):.3f} (median of {len(noop_ratio)} pairs); plugin time "
+                   f"{100 * median(shares('no-op', 'on')):.1f} % of the run", None)
+        if other:
+            cmp = pair_ratios("upgrade", "off", "on (compare)")
+            report.add(f"plugin-on / plugin-off, {layout.packages}-package upgrade, compare tree",
+                       f"≤ {TARGET_RATIO}", f"{median(cmp):.3f} (median of {len(cmp)} pairs)",
+                       median(cmp) <= TARGET_RATIO if cmp else None)
+    installroot_counts = "; ".join(
+        f"{counts(good(g, 'on'), 'plugin_systemctl')} ({g})" for g in results if results[g].get("on"))
+    if want_macros:
+        macro_ratio = pair_ratios("upgrade", "on", "macro")
+        m = good("upgrade", "macro")
+        s = good("upgrade", "on")
+        report.add("libvirt macros (`--noplugins`) / stock scriptlets + plugin, wall time", "(no target)",
+                   f"{median(macro_ratio):.3f} (median of {len(macro_ratio)} pairs)", None)
+        report.add("systemctl processes of the upgrade: macros vs stock + plugin", "(no target)",
+                   f"macros: {counts(m, 'scriptlet_systemctl')}; stock + plugin: "
+                   f"{counts(s, 'scriptlet_systemctl')} (scriptlets) + "
+                   f"{counts(s, 'plugin_systemctl')} (plugin)",
+                   None)
+
+    # -- the plugin's systemctl processes on a booted host (stand-in), per package count
+    sizes = "5,50" if args.quick else "50,500"
+    live = worker("live", this, "--work", str(args.workdir / "live"), "--sizes", sizes)["live"]
+    rows = [(f"{x['unit_packages']} ({x['packages']} elements)",
+             "every 10th service" if x["reloaded"] else "none", x["preset"], x["restarted"], x["reloaded"],
+             x["calls"], x.get("before_rpm", "?"), " + ".join(x["verbs"]), "; ".join(x["warnings"]) or "–")
+            for x in live]
+    out += ["### The plugin's own systemctl processes per transaction", "",
+            "In an installroot the plugin only presets (offline, `--root`): the column above. On a booted "
+            "host it also reloads the manager and restarts in batches. That path is counted in process: "
+            "`session.begin()` and `finish()` with live=True on a synthetic root, with "
+            "`libvirt_presets.systemctl.run()` (the one door of every process the project starts) "
+            "recording each argv and answering like a booted host (exit 0; `show`: every unit active, "
+            "with the invocation IDs the root holds) instead of starting systemctl. Every unit package "
+            "is upgraded; every 10th gains a new socket.", "",
+            table(("unit packages", "reload policy", "presets", "restarts", "reloads", "systemctl processes",
+                   "of them before rpm runs", "calls in order", "warnings"), rows), ""]
+    by_policy: dict[bool, set[int]] = {}
+    for x in live:
+        by_policy.setdefault(bool(x["reloaded"]), set()).add(x["calls"])
+    independent = all(len(v) == 1 for v in by_policy.values())
+    sizes_text = " and ".join(sorted({str(x["unit_packages"]) for x in live}, key=int))
+    worst = max(x["calls"] for x in live)
+    report.add("systemctl processes spawned by the plugin per transaction, independent of package count",
+               f"≤ {TARGET_PROCESSES}",
+               f"installroot: {installroot_counts}; booted host (counted in process): "
+               f"{'/'.join(map(str, sorted(by_policy.get(False, set()))))} with restarts only, "
+               f"{'/'.join(map(str, sorted(by_policy.get(True, set()))))} with restarts and reloads; "
+               + (f"the same for {sizes_text} unit packages" if independent
+                  else f"**varies** with the package count ({sizes_text} unit packages)"),
+               worst <= TARGET_PROCESSES and independent)
+
+    # -- metadata: the same requests with and without the plugin, over HTTP, filelists stripped
+    if want_dnf:
+        from tests.e2e.fixtures import strip_filelists_metadata
+
+        http_repo = args.workdir / "http-repo"
+        if http_repo.exists():
+            shutil.rmtree(http_repo)
+        http_repo.mkdir()
+        for path in repos.stock_v2.glob("*.rpm"):
+            os.link(path, http_repo / path.name)
+        shutil.copytree(repos.stock_v2 / "repodata", http_repo / "repodata")
+        strip_filelists_metadata(http_repo)
+        seen = {}
+        with RepoServer(http_repo) as server:
+            for name, plugin in (("off", None), ("on", this)):
+                log(f"metadata check over HTTP: plugin {name}")
+                res = bench.timed(name, stock, server.url, plugin, "upgrade", check_units=new_units)
+                requests = server.take()
+                rpms = sum(1 for p in requests if p.endswith(".rpm"))
+                seen[name] = (res, metadata_requests(requests), rpms)
+        rows = [(name, "; ".join(p.rsplit("/", 1)[-1].split("-", 1)[-1] for p in meta) or "none",
+                 rpms, f"{res.enabled}/{len(new_units)}", res.problem or "ok")
+                for name, (res, meta, rpms) in seen.items()]
+        out += ["### Repository metadata fetched by the automatic path", "",
+                "The 1.1 repository served over HTTP on 127.0.0.1 with its filelists removed from "
+                "repomd.xml (as on a mirror that publishes primary metadata only), upgraded once with and "
+                "once without the plugin; every request logged.", "",
+                table(("plugin", "metadata files requested", "packages downloaded", "new units enabled",
+                       "run"), rows), ""]
+        same = seen["off"][1] == seen["on"][1] and not seen["on"][0].problem
+        report.add("extra repository metadata downloaded by the automatic path", "none",
+                   "none: same metadata requests with and without the plugin, repo without filelists; "
+                   f"the plugin still preset {seen['on'][0].enabled}/{len(new_units)} new units" if same
+                   else f"differs: off {seen['off'][1]} vs on {seen['on'][1]}", same)
+    if args.profile:
+        from benchmarks.dnfbench import profile_plugin
+
+        for tree in trees:
+            log(f"cProfile of one plugin-on upgrade ({tree_label(tree, trees)})")
+            text = profile_plugin(bench, stock, repos.stock_v2, tree, 30)
+            out += [f"### cProfile of the plugin in one {layout.packages}-package upgrade "
+                    f"({tree_label(tree, trees)}; by cumulative time, plugin functions only)", "",
+                    "```", text.strip(), "```", ""]
+    report.sections.append((2, "\n".join(out)))
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
+    parser.add_argument("--runs", type=int, help="rounds per benchmark (default 5, --quick 2)")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="another checkout (libvirt_presets/, dnf-plugins/) measured side by side")
+    parser.add_argument("--profile", action="store_true",
+                        help="append cProfiles: the 10k-package planner, the plugin in one dnf upgrade")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help=f"scratch space; built packages are cached here (default {DEFAULT_WORKDIR})")
+    parser.add_argument("--roots-on-disk", action="store_true",
+                        help="time dnf on roots in the work directory instead of a private tmpfs")
+    parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
+    args = parser.parse_args()
+    args.runs = args.runs or (2 if args.quick else 5)
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    parts = set(args.only or PARTS)
+    trees = [REPO_ROOT] + ([args.compare.resolve()] if args.compare else [])
+    facts = common.machine_facts()
+    revisions = [common.git_revision(t) for t in trees]  # at the start: others may commit meanwhile
+    command = " ".join(["/usr/bin/python3", "benchmarks/run.py", *sys.argv[1:]])
+    report = Report()
+    start = time.perf_counter()
+    if "planner" in parts:
+        bench_planner(args, trees, report)
+    if "snapshot" in parts:
+        bench_snapshot(args, trees, report)
+    if parts & {"dnf", "macros"}:
+        if os.geteuid() != 0:
+            log("dnf and macros need root (rpm --root, chrooted scriptlets): skipped")
+        else:
+            with roots_tmpfs(args) as roots:
+                bench_dnf(args, trees, parts, report, roots)
+    elapsed = time.perf_counter() - start
+    facts.append(("load average at end", " ".join(Path("/proc/loadavg").read_text().split()[:3])))
+    facts.append(("tree", f"{REPO_ROOT} at {revisions[0]}"))
+    if args.compare:
+        facts.append(("compare tree", f"{trees[1]} at {revisions[1]}"))
+    facts.append(("run time", f"{elapsed / 60:.1f} min"))
+    text = "\n\n".join([
+        "# libvirt-units benchmark results" + (" (--quick: smoke sizes)" if args.quick else ""),
+        f"Command: `{command}`",
+        table(("machine", ""), facts),
+        "## Targets",
+        table(("what", "target", "measured", "verdict"), report.summary),
+        *(text for _, text in sorted(report.sections, key=lambda s: s[0])),
+    ]) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
