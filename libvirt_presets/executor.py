@@ -25,6 +25,7 @@ class Outcome:
     repaired: list[LinkRepair] = field(default_factory=list)
     live: LiveActions | None = None
     warnings: list[str] = field(default_factory=list)
+    unrepairable: set[str] = field(default_factory=set)
 
     def warn(self, message: str, unit: str | None = None, action: str | None = None,
              trigger: str | None = None) -> None:
@@ -42,16 +43,20 @@ def _packages_after(plan: Plan) -> dict[UnitKey, str]:
     return {row.unit: row.package_after for row in plan.rows if row.package_after}
 
 
-def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
+def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome, reload: bool = False) -> bool:
+    """Preset the new units, one call per scope. With `reload` (a live host), the system
+    preset call reloads the manager; True when that reload happened."""
     packages = _packages_after(plan)
+    reloaded = False
     for scope, user in ((SYSTEM, False), (USER, True)):
         units = [u.name for u in plan.presets if u.scope == scope]
         if not units:
             continue
         reason = "new unit" + (" (user unit: --global)" if user else "")
-        result = systemctl.preset(units, user=user)
+        result = systemctl.preset(units, user=user, reload=reload)
         if result.returncode == 0:
             done = units
+            reloaded = reloaded or (reload and not user)
         else:  # find which unit failed; the others still get their preset
             done = []
             for name in units:
@@ -68,6 +73,7 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome) -> None:
         if done:
             report.log.info("libvirt-units: applied presets to %d new %sunit(s): %s",
                             len(done), "user " if user else "", " ".join(done))
+    return reloaded
 
 
 
@@ -111,13 +117,17 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     os.replace(tmp, path)
 
 
-def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> None:
-    """Put the links of every pre-existing unit back as they were before the transaction."""
+def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> int:
+    """Put the links of every pre-existing unit back as they were before the transaction;
+    returns how many links it changed."""
     if not plan.kept:
-        return
+        return 0
+    before = len(outcome.repaired)
     now = take_snapshot(root).links
     packages = _packages_after(plan)
     for repair in link_repairs(plan.kept_links, now, set(plan.kept)):
+        if repair.link in outcome.unrepairable:
+            continue  # warned about once already
         shown = repair.link if repair.link.isprintable() else ascii(repair.link)  # one log line
         what = f"{shown} -> {repair.target}" if repair.target else f"removed {shown}"
         what = what if what.isprintable() else ascii(what)
@@ -129,11 +139,13 @@ def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> None:
         except (OSError, ValueError) as exc:
             why = str(exc) if str(exc).isprintable() else ascii(str(exc))
             outcome.warn(f"cannot restore {shown}: {why}", name, "restore", trigger)
+            outcome.unrepairable.add(repair.link)
             continue
         outcome.repaired.append(repair)
         report.record("restore", name, what,
                       "enablement changed during the transaction; put back as the admin left it",
                       trigger)
+    return len(outcome.repaired) - before
 
 
 def _batch_did(kind: str, before: UnitState | None, now: UnitState | None) -> bool:
@@ -196,8 +208,9 @@ def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, systemctl: Syste
 
 def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, str],
                began_usec: int, outcome: Outcome, force_reload: bool = False) -> None:
-    """One daemon-reload, then one try-restart and one try-reload-or-restart batch."""
-    if plan.daemon_reload or outcome.repaired or outcome.preset or force_reload:
+    """The daemon-reload (when the caller says one is still due), then one try-restart and
+    one try-reload-or-restart batch."""
+    if force_reload:
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {_first_line(result.stderr)}")

@@ -164,17 +164,25 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
                       level=logging.DEBUG)
     outcome = Outcome()
     systemctl = systemctl or Systemctl(root)
+    live = is_live(root)
+    # Links first, then presets: on a live host the preset call reloads the manager itself, and
+    # that one reload covers the new unit files, the restored links and the removed guards.
+    hold_enablement(plan, root, outcome)
+    reloaded = False
     if "presets" not in done:
-        apply_presets(plan, systemctl, outcome)
+        reloaded = apply_presets(plan, systemctl, outcome, reload=live)
         step("presets")
     checkpoint("mid-actions")
-    hold_enablement(plan, root, outcome)
+    # A new unit's Also= may have touched an old unit's links: put them back once more.
+    repaired_late = hold_enablement(plan, root, outcome) if outcome.preset else 0
     step("links")
+    changed = plan.daemon_reload or bool(outcome.repaired) or reload_for_guards
+    reload_due = (changed and not reloaded) or repaired_late > 0
     if pending.live and pending.config.restarts and "live" not in done:
         apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome,
-                   force_reload=reload_for_guards)
+                   force_reload=reload_due)
         step("live")
-    elif reload_for_guards and is_live(root):
+    elif reload_due and live:
         systemctl.daemon_reload()
     record_outcome(root, plan, outcome)
     journal.clear(root)

@@ -187,9 +187,13 @@ class Systemctl:
         log.debug("%s -> %d in %.3f s", args[0] if args else "", result.returncode, time.monotonic() - start)
         return result
 
-    def preset(self, units: Sequence[str], user: bool = False) -> subprocess.CompletedProcess[str]:
+    def preset(self, units: Sequence[str], user: bool = False,
+               reload: bool = False) -> subprocess.CompletedProcess[str]:
+        """`reload=True` (live system units only) lets systemctl reload the manager itself
+        afterwards: that reload then also serves the transaction's own daemon-reload."""
         scope = ["--global"] if user else []
-        return self._run(*scope, "--no-reload", "preset", units=units)
+        no_reload = [] if reload and not user and not self.offline else ["--no-reload"]
+        return self._run(*scope, *no_reload, "preset", units=units)
 
     def is_enabled(self, units: Sequence[str], user: bool = False) -> list[str]:
         """One state word per unit, in order (enabled, disabled, masked, static, ...)."""
