@@ -371,3 +371,16 @@ def skip_without_nspawn(what: str) -> None:
         message = f"cannot boot a systemd-nspawn container, {what} skipped: {reason}"
         print(message)
         pytest.skip(message)
+
+
+def container_module(what: str, title: str, count_lines: list[str]):  # noqa: ANN201 - a pytest fixture
+    """The autouse module fixture of a container test module: skip it (saying why) where no
+    container can boot; afterwards print every scenario's COUNTS line under `title`."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _container_module(request: pytest.FixtureRequest):  # noqa: ANN202
+        skip_without_nspawn(what)
+        yield
+        write_counts_summary(request, title, count_lines)
+
+    return _container_module

@@ -28,12 +28,11 @@ from tests.e2e.guest import (
     assert_journal_fields,
     booted_guest,
     build_rpms,
+    container_module,
     counts_line,
     publish_repos,
-    skip_without_nspawn,
     transact,
     wait_for_start_lines,
-    write_counts_summary,
 )
 from tests.e2e.harness import REPO_ROOT
 
@@ -67,15 +66,7 @@ echo "probe reload virtlogd rc=$rc" >> {EVENTS_LOG}
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def require_nspawn() -> None:
-    skip_without_nspawn("guard tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def counts_summary(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    write_counts_summary(request, "issue 8: starts/reloads with the services guarded", COUNT_LINES)
+module_setup = container_module("guard tests", "issue 8: starts/reloads with the services guarded", COUNT_LINES)
 
 
 @pytest.fixture(scope="module")

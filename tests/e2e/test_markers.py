@@ -23,7 +23,6 @@ and reload lines, so the order of events is visible in one file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,11 @@ from tests.e2e.guest import (
     GuestDnf,
     booted_guest,
     build_rpms,
+    container_module,
     counts_line,
     publish_repos,
-    skip_without_nspawn,
     transact,
     wait_for_start_lines,
-    write_counts_summary,
 )
 from tests.e2e.harness import REPO_ROOT
 
@@ -117,15 +115,7 @@ def daemons_spec(version: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module", autouse=True)
-def require_nspawn() -> None:
-    skip_without_nspawn("marker tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def counts_summary(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    write_counts_summary(request, "issue 8: restart markers (systemd >= 248 macros)", COUNT_LINES)
+module_setup = container_module("marker tests", "issue 8: restart markers (systemd >= 248 macros)", COUNT_LINES)
 
 
 @pytest.fixture(scope="module")

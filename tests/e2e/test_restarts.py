@@ -32,12 +32,11 @@ from tests.e2e.guest import (
     GuestDnf,
     assert_journal_fields,
     booted_guest,
+    container_module,
     counts_line,
     publish_repos,
-    skip_without_nspawn,
     transact,
     wait_for_start_lines,
-    write_counts_summary,
 )
 from tests.e2e.harness import REPO_ROOT
 
@@ -55,16 +54,8 @@ COUNT_LINES: list[str] = []
 NO_GUARD_CONF = "[main]\nguard = no\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def require_nspawn() -> None:
-    skip_without_nspawn("restart tests")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def counts_summary(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After the module: every scenario's COUNTS line, on the terminal (not captured)."""
-    yield
-    write_counts_summary(request, "issues 3 and 8: starts/reloads after the transaction began", COUNT_LINES)
+module_setup = container_module("restart tests", "issues 3 and 8: starts/reloads after the transaction began",
+                                COUNT_LINES)
 
 
 @pytest.fixture(scope="module")
