@@ -13,7 +13,7 @@ import dnf.transaction
 import libdnf.transaction
 import rpm
 
-from libvirt_presets import commands, facts, render, rpmdb, session
+from libvirt_presets import facts, rpmdb, session
 from libvirt_presets.config import Config, load_config
 
 logger = logging.getLogger("dnf.plugin.libvirt-units")
@@ -152,6 +152,9 @@ class LibvirtUnitsCommand(dnf.cli.Command):
                 self.base.conf.optional_metadata_types = list(types) + ["filelists"]
 
     def run(self) -> None:
+        # loaded for this command only: the hooks of every other dnf run do without them
+        from libvirt_presets import commands, render
+
         opts = self.opts
         root = Path(self.base.conf.installroot or "/")
         config = load_config(config_files(self.base.conf))
@@ -172,6 +175,8 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             raise dnf.cli.CliError(MSG_USAGE)
 
     def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
+        from libvirt_presets import commands, render
+
         base = self.base
         try:
             if sub == "upgrade":

@@ -61,7 +61,7 @@ def package_files(root: Path, package_file: str) -> tuple[str, str, frozenset[st
     ts = _ts(root)
     with open(package_file, "rb") as fd:
         hdr = ts.hdrFromFdno(fd.fileno())
-    files = frozenset(f.name for f in rpm.files(hdr))
+    files = frozenset(hdr[rpm.RPMTAG_FILENAMES])  # names only: no per-file info objects
     return hdr["name"], nevra(hdr), files
 
 
@@ -127,7 +127,7 @@ def installed_packages(root: Path, nevras: Iterable[str]) -> dict[str, Installed
                     epoch = hdr["epoch"]
                     found[key] = InstalledPackage(
                         hdr["name"], key, None if epoch is None else str(epoch), hdr["version"],
-                        hdr["release"], hdr["arch"] or "noarch", frozenset(f.name for f in rpm.files(hdr)),
+                        hdr["release"], hdr["arch"] or "noarch", frozenset(hdr[rpm.RPMTAG_FILENAMES]),
                         frozenset(hdr["obsoletename"] or ()))
     finally:
         ts.closeDB()
