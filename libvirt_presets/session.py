@@ -164,7 +164,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
                       level=logging.DEBUG)
     outcome = Outcome()
     systemctl = systemctl or Systemctl(root)
-    live = is_live(root)
+    live = pending.live  # decided once: begin() (or resume) asked whether this root is a live host
     # Links first, then presets: on a live host the preset call reloads the manager itself, and
     # that one reload covers the new unit files, the restored links and the removed guards.
     hold_enablement(plan, root, outcome)
