@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import report
 from .planner import LinkRepair, LiveActions, Plan, link_repairs, live_actions
-from .snapshot import link_scope, read_service_states, resolve_in_root, take_snapshot
+from .snapshot import link_scope, read_service_states, resolve_in_root, scan_links
 from .systemctl import CommandError, Systemctl, UnitState
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 
@@ -123,7 +123,7 @@ def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> int:
     if not plan.kept:
         return 0
     before = len(outcome.repaired)
-    now = take_snapshot(root).links
+    now = scan_links(root)
     packages = _packages_after(plan)
     for repair in link_repairs(plan.kept_links, now, set(plan.kept)):
         if repair.link in outcome.unrepairable:

@@ -148,6 +148,11 @@ def take_snapshot(root: Path) -> Snapshot:
 RUNTIME_UNITS_DIR = "run/systemd/units"
 
 
+def scan_links(root: Path) -> dict[str, str]:
+    """Only the enablement links: what a restore compares against, without rescanning units."""
+    return _scan_links(root, [])
+
+
 def read_invocations(root: Path) -> dict[str, str]:
     """Invocation ID of every active unit, from the links the manager keeps for journald.
 
