@@ -87,10 +87,18 @@ def is_glob_valid(pattern: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9:_.\\@*?\[\]!-]+", pattern) is not None
 
 
+class _Matcher(NamedTuple):
+    literals: frozenset[str]
+    wildcards: re.Pattern[str] | None
+
+
 @functools.lru_cache(maxsize=16)
-def _globs_regex(globs: tuple[str, ...]) -> re.Pattern[str]:
-    """All globs as one compiled regex: one match per name, not one fnmatch per glob."""
-    return re.compile("|".join(fnmatch.translate(g) for g in globs) or "(?!)")
+def _matcher(globs: tuple[str, ...]) -> _Matcher:
+    """Plain names (the default scope has only those) go in a set; the rest become one regex.
+    Compiling ~100 literal names into a regex cost ~15 ms per dnf run for nothing."""
+    literals = frozenset(g for g in globs if not any(c in g for c in "*?["))
+    wild = [fnmatch.translate(g) for g in globs if g not in literals]
+    return _Matcher(literals, re.compile("|".join(wild)) if wild else None)
 
 
 @dataclass(frozen=True)
@@ -104,11 +112,15 @@ class Scope:
             name = name.name
         if not isinstance(name, str):
             return False
-        match = _globs_regex(self.globs).match
-        if match(name):
+        matcher = _matcher(self.globs)
+        if _matches(matcher, name):
             return True
         template = template_of(name)
-        return bool(template and match(template))
+        return bool(template and _matches(matcher, template))
 
     def select(self, units: Iterable[UnitKey]) -> set[UnitKey]:
         return {u for u in units if u in self}
+
+
+def _matches(matcher: _Matcher, name: str) -> bool:
+    return name in matcher.literals or bool(matcher.wildcards and matcher.wildcards.match(name))

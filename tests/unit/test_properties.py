@@ -140,6 +140,21 @@ def test_scope_membership_never_raises_for_any_glob_the_config_accepts(globs, na
     assert UnitKey(SYSTEM, "x.service") in Scope(("*",))
 
 
+
+@NO_DEADLINE
+@given(st.lists(st.sampled_from(["virtqemud.service", "virtqemud@.service", "virt*.socket", "*-tls.socket",
+                                 "virt?emud.service", "[vx]irtlogd.service", "x.service"]),
+                max_size=5),
+       st.sampled_from(["virtqemud.service", "virtqemud@a.service", "virtlogd.service", "xirtlogd.service",
+                        "virtproxyd-tls.socket", "virtqemud.socket", "x.service", "virtsemud.service"]))
+def test_scope_membership_is_fnmatch_of_the_name_or_its_template(globs, name):
+    """Plain names take a set lookup and globs a regex: together they must mean fnmatch."""
+    import fnmatch
+
+    candidates = [name] + ([template_of(name)] if template_of(name) else [])
+    expected = any(fnmatch.fnmatchcase(c, g) for g in globs for c in candidates)
+    assert (name in Scope(tuple(globs))) is expected
+
 # --- journal ----------------------------------------------------------------------------------------
 
 JSON = st.recursive(
