@@ -24,6 +24,7 @@ MSG_NOT_ROOT = ("libvirt-units: not running as root: planning from the metadata 
                 "run as root to refresh repository metadata")
 MSG_USAGE = "libvirt-units: say --dry-run [upgrade|install|remove PKG...], status, check or resume"
 MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
+MSG_FILE_LISTS = "libvirt-units: file lists of incoming packages: %d from rpm's transaction set, %d from headers"
 
 ACTIONS = {
     dnf.transaction.PKG_INSTALL: facts.INSTALL,
@@ -97,13 +98,37 @@ class LibvirtUnits(dnf.Plugin):
         session.finish(self._pending, done)
 
     def _changes(self, root: Path) -> list[facts.PackageChange]:
-        return transaction_changes(self.base.transaction, root, from_headers=True)
+        return transaction_changes(self.base.transaction, root, from_headers=True,
+                                   known=rpm_ts_file_lists(self.base))
 
 
-def transaction_changes(transaction, root: Path, from_headers: bool) -> list[facts.PackageChange]:  # noqa: ANN001
-    """Package changes of a dnf transaction; incoming file lists from the downloaded headers
-    (dnf >= 4.19 loads no filelists metadata by default), or from metadata for a dry run."""
+def rpm_ts_file_lists(base) -> dict[str, frozenset[str]]:  # noqa: ANN001 - dnf.Base
+    """File lists of the incoming packages, from the rpm transaction set dnf has just filled
+    (its elements' keys are dnf's transaction items): no header is read twice. Empty if this
+    dnf keeps its set elsewhere; the downloaded headers are read instead."""
+    lists: dict[str, frozenset[str]] = {}
+    try:
+        elements = iter(base._priv_ts.ts)  # dnf 4's TransactionWrapper around rpm.TransactionSet
+    except (AttributeError, TypeError):
+        return lists
+    for element in elements:
+        pkg = getattr(element.Key(), "pkg", None)
+        if element.Type() != rpm.TR_ADDED or pkg is None:
+            continue
+        files = element.Files()
+        lists[str(pkg)] = frozenset(f.name for f in files) if files is not None else frozenset()
+    return lists
+
+
+def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: ANN001
+                        known: dict[str, frozenset[str]] | None = None) -> list[facts.PackageChange]:
+    """Package changes of a dnf transaction. Incoming file lists come from rpm (`known`, by
+    NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
+    dry run, which has neither, takes them from metadata."""
     changes = []
+    known = known or {}
+    headers = rpmdb.HeaderReader(root)
+    taken = 0
     for tsi in transaction:
         pkg = tsi.pkg
         action = ACTIONS.get(tsi.action)
@@ -111,12 +136,19 @@ def transaction_changes(transaction, root: Path, from_headers: bool) -> list[fac
         if not from_headers:
             files = frozenset(pkg.files)
         elif action is not None:  # outgoing packages' files are not needed after the fact
-            try:
-                files = rpmdb.package_files(root, pkg.localPkg())[2]
-            except (OSError, rpm.error) as exc:
-                logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)
-                files = frozenset(pkg.files)
+            nevra = str(pkg)
+            if nevra in known:
+                files = known[nevra]
+                taken += 1
+            else:
+                try:
+                    files = headers.files(pkg.localPkg())
+                except (OSError, rpm.error) as exc:
+                    logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)
+                    files = frozenset(pkg.files)
         changes.append(facts.PackageChange(pkg.name, str(pkg), action or facts.ERASE, files))
+    if from_headers:
+        logger.debug(MSG_FILE_LISTS, taken, sum(1 for c in changes if c.inbound) - taken)
     return changes
 
 

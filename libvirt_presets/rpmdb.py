@@ -54,15 +54,22 @@ def _path_variants(path: str) -> Iterable[str]:
         yield "/usr" + path
 
 
-def package_files(root: Path, package_file: str) -> tuple[str, str, frozenset[str]]:
-    """(name, nevra, files) from a package file's header."""
-    import rpm
+class HeaderReader:
+    """File lists from package files' headers, through one rpm transaction set for all of them
+    (a set per package cost ~20 ms per 500 packages)."""
 
-    ts = _ts(root)
-    with open(package_file, "rb") as fd:
-        hdr = ts.hdrFromFdno(fd.fileno())
-    files = frozenset(hdr[rpm.RPMTAG_FILENAMES])  # names only: no per-file info objects
-    return hdr["name"], nevra(hdr), files
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._ts = None
+
+    def files(self, package_file: str) -> frozenset[str]:
+        import rpm
+
+        if self._ts is None:
+            self._ts = _ts(self._root)
+        with open(package_file, "rb") as fd:
+            hdr = self._ts.hdrFromFdno(fd.fileno())
+        return frozenset(hdr[rpm.RPMTAG_FILENAMES])  # names only: no per-file info objects
 
 
 def cookie(root: Path) -> str | None:

@@ -3,6 +3,7 @@ packages install, their scriptlets run chrooted, and the split upgrade shows the
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tests.e2e.fixtures import Pool
@@ -137,3 +138,19 @@ def test_classic_preun_disable_now_works_chrooted(
     # scriptlet swallows) but the disable half still removes the links.
     assert "system/sockets.target.wants/virtnetworkd.socket" in linked_before
     assert root.links() == {}
+
+
+def test_header_reader_lists_what_rpm_lists(classic_pool: Pool, tmp_path: Path):
+    """The plugin's fallback when dnf's rpm transaction set is out of reach: one header per
+    downloaded package, read through one transaction set, must list exactly what rpm -qlp does."""
+    from libvirt_presets.rpmdb import HeaderReader
+
+    reader = HeaderReader(tmp_path)
+    checked = 0
+    for path in sorted(classic_pool.rpms.values()):
+        listed = subprocess.run(["rpm", "-qlp", "--nosignature", "--nodigest", str(path)],
+                                capture_output=True, text=True, check=True).stdout.split("\n")
+        expected = frozenset(line for line in listed if line.startswith("/"))
+        assert reader.files(str(path)) == expected, path.name
+        checked += 1
+    assert checked >= 20

@@ -6,6 +6,7 @@ Every scenario runs twice: `plugin=False` (the stock scriptlets alone: shows the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,6 +72,9 @@ def test_s1_split_upgrade_keeps_monolithic_host(root, repos, plugin, filelists):
     assert {k for k in set(after) - set(before) if not k.startswith("user/")} == {
         "system/sockets.target.wants/virtqemud-admin.socket"}
     assert "Traceback" not in result.output and "libvirt-units:" not in result.stderr
+    # every incoming file list came from rpm's transaction set: no header was read twice
+    told = [line for line in root.read("var/log/dnf.log").splitlines() if "file lists of incoming" in line]
+    assert told and re.search(r": [1-9][0-9]* from rpm's transaction set, 0 from headers$", told[-1]), told
 
 
 # S2 -------------------------------------------------------------------------------------
