@@ -62,7 +62,7 @@ class TransactionFacts:
 
 
 _UNIT_DIR_SCOPES = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}
-_UNIT_DIR_PREFIXES = tuple(_UNIT_DIR_SCOPES)
+UNIT_DIR_PREFIXES = tuple(_UNIT_DIR_SCOPES)
 
 
 def units_in_files(files: frozenset[str] | set[str] | list[str]) -> set[UnitKey]:
@@ -70,7 +70,7 @@ def units_in_files(files: frozenset[str] | set[str] | list[str]) -> set[UnitKey]
     prefixes = _UNIT_DIR_SCOPES
     found: set[UnitKey] = set()
     for path in files:
-        if not path.startswith(_UNIT_DIR_PREFIXES):  # most files: one C-level test, no split
+        if not path.startswith(UNIT_DIR_PREFIXES):  # most files: one C-level test, no split
             continue
         head, _, name = path.rpartition("/")
         scope = prefixes.get(head + "/")

@@ -7,11 +7,12 @@ This is the one place to read to learn *why* the plugin did something to a unit.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Protocol
 
 from .config import NEVER, RELOAD, Config
-from .facts import ERASE, TransactionFacts, units_in_files
+from .facts import ERASE, UNIT_DIR_PREFIXES, TransactionFacts, units_in_files
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
 
@@ -49,6 +50,20 @@ def _trigger_matches(pattern: str, change_name: str, files: frozenset[str]) -> b
     if pattern.startswith("/"):
         return any(fnmatch.fnmatchcase(f, pattern) for f in files)
     return fnmatch.fnmatchcase(change_name, pattern)
+
+
+def files_that_matter(facts: TransactionFacts, config: Config) -> TransactionFacts:
+    """The facts with every file list cut to what a plan can depend on: unit files and files
+    a configured trigger names. A release upgrade carries ~10^5 files, and the journal that
+    holds the facts is rewritten after every step."""
+    paths = [fnmatch.translate(p) for p in config.triggers if p.startswith("/")]
+    named = re.compile("|".join(paths)).match if paths else None
+
+    def keep(files: frozenset[str]) -> frozenset[str]:
+        return frozenset(f for f in files if f.startswith(UNIT_DIR_PREFIXES) or (named and named(f)))
+
+    changes = tuple(replace(c, files=keep(c.files)) for c in facts.changes)
+    return TransactionFacts(changes, facts.owners_before)
 
 
 class PresetDecisionLike(Protocol):

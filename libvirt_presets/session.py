@@ -19,7 +19,7 @@ from . import journal, render, report, rpmdb, rpmdiff, state
 from .config import Config
 from .executor import Outcome, apply_live, apply_presets, hold_enablement
 from .facts import PackageChange, TransactionFacts
-from .planner import Plan, guard_candidates, plan_transaction, predict_units_after
+from .planner import Plan, files_that_matter, guard_candidates, plan_transaction, predict_units_after
 from .presets import load_presets
 from .snapshot import Snapshot, read_invocations, take_snapshot
 from .systemctl import Systemctl
@@ -75,7 +75,7 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     for problem in before.problems:
         report.warn(problem)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
-    facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
+    facts = files_that_matter(TransactionFacts(tuple(changes), rpmdb.owners(root, managed)), config)
     invocations = read_invocations(root) if live and config.restarts else {}
     guards: tuple[str, ...] = ()
     if live and config.restarts and config.guard:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from libvirt_presets.config import Config, parse_config
 from libvirt_presets.facts import ERASE, INSTALL, OBSOLETE, UPGRADE, PackageChange, TransactionFacts
-from libvirt_presets.planner import LinkRepair, Plan, link_repairs, live_actions, plan_transaction
+from libvirt_presets.planner import (
+    LinkRepair,
+    Plan,
+    files_that_matter,
+    link_repairs,
+    live_actions,
+    plan_transaction,
+)
 from libvirt_presets.snapshot import Snapshot
 from libvirt_presets.systemctl import UnitState
 from libvirt_presets.units import SYSTEM, USER, UnitKey
@@ -179,6 +188,10 @@ def test_file_glob_trigger():
                            frozenset({"/usr/lib64/libvirt/libvirt.so"}))
     plan = plan_transaction(before, set(before.units), TransactionFacts((change,)), cfg)
     assert plan.restarts == {"virtqemud.service": "libvirt-libs-9.1.0-1.x86_64"}
+    # the journal keeps only the files that matter: the trigger's file is one of them
+    cut = files_that_matter(TransactionFacts((replace(change, files=change.files | {"/usr/bin/virsh"}),)), cfg)
+    assert cut.changes[0].files == change.files
+    assert plan_transaction(before, set(before.units), cut, cfg) == plan
 
 
 def state(name: str, active: str = "active", enter: int = 100, type_: str = "simple",

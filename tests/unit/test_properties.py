@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import string
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from libvirt_presets import journal, state
 from libvirt_presets.config import POLICIES, Config, load_config, parse_config
 from libvirt_presets.facts import ERASE, INBOUND, PackageChange, TransactionFacts
-from libvirt_presets.planner import LinkRepair, link_repairs, plan_transaction
+from libvirt_presets.planner import LinkRepair, files_that_matter, link_repairs, plan_transaction
 from libvirt_presets.presets import PresetSet
 from libvirt_presets.snapshot import Snapshot, link_units
 from libvirt_presets.units import (
@@ -226,6 +227,7 @@ UNIT_KEYS = st.builds(UnitKey, st.sampled_from(SCOPES), st.sampled_from(UNIT_POO
 CONFIGS = st.sampled_from([
     "", "[main]\nunits = *\n", "[main]\nunits = virtq*\n", "[main]\nextra_units = sshd.service getty@.service\n",
     "[main]\npresets = no\n", "[policy]\nvirt*.service = reload\n[triggers]\nlibvirt-daemon = libvirtd.service\n",
+    "[triggers]\n/usr/lib64/libvirt/*.so = virtqemud.service libvirtd.service\n",
 ]).map(lambda text: parse_config(text, "t"))
 
 
@@ -294,6 +296,27 @@ def test_the_plan_is_deterministic_whatever_the_order_of_the_facts(tx, rng):
     assert plan_transaction(shuffled, set(sorted(after, reverse=True)), facts, config, live=live) == plan
     assert plan_transaction(before, after, facts, config, live=live) == plan
 
+
+
+OTHER_FILES = st.sets(st.sampled_from([
+    "/usr/lib64/libvirt/qemu.so", "/usr/lib64/libvirt/x.conf", "/usr/bin/virsh", "/etc/libvirt/qemu.conf",
+    "/usr/lib/systemd/system/virtqemud.service.d/10-x.conf", "/usr/lib/systemd/system-preset/80-x.preset",
+    "/usr/lib/systemd/user/virtqemud.socket", "/lib/systemd/system/libvirtd.service",
+]), max_size=4)
+
+
+@NO_DEADLINE
+@given(transactions(), st.lists(OTHER_FILES, min_size=6, max_size=6))
+def test_cutting_the_file_lists_to_what_matters_never_changes_the_plan(tx, extra):
+    """begin() journals only unit files and trigger-named files: the plan must not notice."""
+    before, after, facts, config, live = tx
+    full = TransactionFacts(tuple(replace(c, files=c.files | extra[i]) for i, c in enumerate(facts.changes)),
+                            facts.owners_before)
+    cut = files_that_matter(full, config)
+    assert plan_transaction(before, after, cut, config, live=live) == \
+        plan_transaction(before, after, full, config, live=live)
+    assert all(c.files <= f.files for c, f in zip(cut.changes, full.changes))
+    assert "/usr/bin/virsh" not in set().union(*(c.files for c in cut.changes))
 
 def apply_repairs(links: dict[str, str], repairs: list[LinkRepair]) -> dict[str, str]:
     """What executor.apply_link does to the links, modelled on a dict."""
