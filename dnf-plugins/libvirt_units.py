@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dnf
 import dnf.cli
@@ -13,8 +14,11 @@ import dnf.transaction
 import libdnf.transaction
 import rpm
 
-from libvirt_presets import facts, rpmdb, session
+from libvirt_presets import facts, rpmdb, state
 from libvirt_presets.config import Config, load_config
+
+if TYPE_CHECKING:
+    from libvirt_presets.session import Pending
 
 logger = logging.getLogger("dnf.plugin.libvirt-units")
 
@@ -35,6 +39,14 @@ ACTIONS = {
 }
 
 
+def _session():  # noqa: ANN202 - the libvirt_presets.session module
+    """The core's transaction code, loaded when a transaction (or a journal) needs it: most dnf
+    runs (makecache timers, queries) only read the configuration."""
+    from libvirt_presets import session
+
+    return session
+
+
 def config_files(conf) -> list[Path]:  # noqa: ANN001 - dnf.conf.Conf
     """The main file from dnf's pluginconfpath, then its drop-ins in name order."""
     paths: list[Path] = []
@@ -51,7 +63,7 @@ class LibvirtUnits(dnf.Plugin):
     def __init__(self, base, cli):  # noqa: ANN001
         super().__init__(base, cli)
         self._config = Config()
-        self._pending: session.Pending | None = None
+        self._pending: Pending | None = None
         if cli is not None:
             cli.register_command(LibvirtUnitsCommand)
 
@@ -61,9 +73,9 @@ class LibvirtUnits(dnf.Plugin):
             logger.warning(MSG_CONFIG, problem)
         # An earlier dnf killed between rpm and our step left a journal: finish it now, on any
         # command that may act (root, not a test run, not our own read-only command).
-        conf = self.base.conf
-        if self._may_act() and os.geteuid() == 0:
-            self._guarded(lambda: session.resume(Path(conf.installroot or "/"), self._config))
+        root = Path(self.base.conf.installroot or "/")
+        if self._may_act() and os.geteuid() == 0 and os.path.lexists(state.state_dir(root) / state.PENDING):
+            self._guarded(lambda: _session().resume(root, self._config))
 
     def pre_transaction(self) -> None:
         self._pending = None
@@ -89,13 +101,14 @@ class LibvirtUnits(dnf.Plugin):
 
     def _begin(self) -> None:
         root = Path(self.base.conf.installroot or "/")
+        session = _session()
         self._pending = session.begin(root, self._config, self._changes(root), session.is_live(root))
 
     def _finish(self) -> None:
         assert self._pending is not None
         done = {str(tsi.pkg) for tsi in self.base.transaction
                 if tsi.state == libdnf.transaction.TransactionItemState_DONE}
-        session.finish(self._pending, done)
+        _session().finish(self._pending, done)
 
     def _changes(self, root: Path) -> list[facts.PackageChange]:
         return transaction_changes(self.base.transaction, root, from_headers=True,
@@ -185,7 +198,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
 
     def run(self) -> None:
         # loaded for this command only: the hooks of every other dnf run do without them
-        from libvirt_presets import commands, render
+        from libvirt_presets import commands, render, session
 
         opts = self.opts
         root = Path(self.base.conf.installroot or "/")
@@ -207,7 +220,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             raise dnf.cli.CliError(MSG_USAGE)
 
     def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
-        from libvirt_presets import commands, render
+        from libvirt_presets import commands, render, session
 
         base = self.base
         try:

@@ -18,7 +18,7 @@ from .facts import PackageChange, TransactionFacts
 from .snapshot import Snapshot
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
 
-PENDING = "pending.json"
+PENDING = state.PENDING
 STEPS = ("unguard", "presets", "links", "live")
 
 

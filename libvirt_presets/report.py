@@ -6,30 +6,37 @@ every restart the plugin ever did.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 log = logging.getLogger("dnf.plugin.libvirt-units")
 
-try:  # systemd-python; absent in minimal roots and on non-systemd hosts
-    from systemd import journal as _journal
-except ImportError:  # pragma: no cover - depends on the machine
-    _journal = None
-
 IDENTIFIER = "libvirt-units"
+
+
+@functools.cache
+def _journal():  # noqa: ANN202 - systemd.journal, or None
+    """systemd-python's journal, imported on the first entry (~6 ms): most dnf runs write none."""
+    try:
+        from systemd import journal
+    except ImportError:  # pragma: no cover - absent in minimal roots and on non-systemd hosts
+        return None
+    return journal
 
 
 def record(action: str, unit: str, result: str, reason: str, trigger: str | None = None,
            level: int = logging.INFO) -> None:
     """One action on one unit: a log line and a structured journal entry."""
     log.log(level, "libvirt-units: %s %s: %s (%s)", action, unit, result, reason)
-    if _journal is None:
+    journal = _journal()
+    if journal is None:
         return
     fields = {"UNIT": unit, "ACTION": action, "RESULT": result, "REASON": reason,
               "SYSLOG_IDENTIFIER": IDENTIFIER, "PRIORITY": str(_journal_priority(level))}
     if trigger:
         fields["TRIGGER_PACKAGE"] = trigger
     try:
-        _journal.send(f"{action} {unit}: {result} ({reason})", **fields)
+        journal.send(f"{action} {unit}: {result} ({reason})", **fields)
     except (OSError, ValueError):  # no journald listening, or bytes it refuses: the log line is enough
         pass
 
@@ -42,7 +49,8 @@ def warn(message: str, unit: str | None = None, action: str | None = None,
     same UNIT=, ACTION=, TRIGGER_PACKAGE= fields as the successful ones (plus RESULT=failed).
     """
     log.warning("libvirt-units: %s", message)
-    if _journal is not None:
+    journal = _journal()
+    if journal is not None:
         fields = {"SYSLOG_IDENTIFIER": IDENTIFIER, "PRIORITY": "4"}
         if unit:
             fields.update(UNIT=unit, RESULT="failed")
@@ -51,7 +59,7 @@ def warn(message: str, unit: str | None = None, action: str | None = None,
         if trigger:
             fields["TRIGGER_PACKAGE"] = trigger
         try:
-            _journal.send(message, **fields)
+            journal.send(message, **fields)
         except (OSError, ValueError):
             pass
 

@@ -16,6 +16,7 @@ from typing import Any
 
 STATE_DIR = "var/lib/dnf/libvirt-units"
 LAST_TRANSACTION = "last-transaction.json"
+PENDING = "pending.json"  # the journal of an unfinished transaction (journal.py)
 FORMAT_VERSION = 1
 
 
