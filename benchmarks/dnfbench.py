@@ -14,6 +14,7 @@ import http.server
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -67,6 +68,7 @@ class RunResult:
     scriptlet_systemctl: int
     plugin_systemctl: int
     output: str = field(repr=False, default="")
+    cpu_seconds: float = 0.0  # user + system time of dnf and every process it waited for
     enabled: int = -1  # how many of the checked (new) units are enabled afterwards
     plugin_seconds: float = 0.0  # inside dnf: loading plugins + their hooks
     plugin_tree: Path | None = None  # the checkout dnf's plugin was meant to import
@@ -178,14 +180,17 @@ class DnfBench:
         argv = self.argv(root, repo, plugin, *args)
         env = {**self.env(plugin, log), TIMES_ENV: str(times)}
         os.sync()  # no writeback of the copy during the timed run
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False,
                               stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
         result = RunResult(
             variant=variant, seconds=seconds, returncode=proc.returncode,
             scriptlet_systemctl=_lines(root / ROOT_SYSTEMCTL_LOG.lstrip("/")), plugin_systemctl=_lines(log),
-            output=proc.stdout + proc.stderr,
+            output=proc.stdout + proc.stderr, cpu_seconds=cpu,
         )
         result.plugin_tree = plugin
         try:
