@@ -172,14 +172,15 @@ class DnfBench:
         return dest
 
     def timed(self, variant: str, template: Path, repo: Path | str, plugin: Path | None,
-              *args: str, check_units: list[str] = (), wrap: list[str] = ()) -> RunResult:
+              *args: str, check_units: list[str] = (), wrap: list[str] = (),
+              extra_env: dict[str, str] | None = None) -> RunResult:
         """One timed dnf run on a fresh copy of template; the copy is removed afterwards.
         `wrap` goes before dnf's argv (valgrind, for instruction counts)."""
         root = self.fresh_copy(template)
         log = Path(f"{root}.plugin-systemctl.log")
         times = Path(f"{root}.plugin-times.json")
         argv = [*wrap, *self.argv(root, repo, plugin, *args)]
-        env = {**self.env(plugin, log), TIMES_ENV: str(times)}
+        env = {**self.env(plugin, log), TIMES_ENV: str(times), **(extra_env or {})}
         os.sync()  # no writeback of the copy during the timed run
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
