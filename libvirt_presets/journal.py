@@ -91,13 +91,16 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
     return before, TransactionFacts(changes, owners), meta
 
 
-def save(root: Path, data: dict[str, Any]) -> None:
-    state.write_json(root, PENDING, data, indent=None)  # rewritten after every step: keep it fast
+def save(root: Path, data: dict[str, Any], durable: bool = True) -> None:
+    state.write_json(root, PENDING, data, indent=None, durable=durable)  # rewritten after every step
 
 
 def mark_done(root: Path, data: dict[str, Any], step: str) -> None:
+    """Steps are idempotent (drop-ins removed, links restored to a recorded state, presets of
+    the same new units, try-restarts of units whose invocation ID already changed are skipped):
+    a mark lost to a power cut only means a step done twice. No fsync for these."""
     data["done"] = [*data.get("done", []), step]
-    save(root, data)
+    save(root, data, durable=False)
 
 
 def clear(root: Path) -> None:

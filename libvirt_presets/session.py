@@ -129,7 +129,7 @@ def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
         "warnings": outcome.warnings,
     }
     try:
-        state.write_json(root, state.LAST_TRANSACTION, data)
+        state.write_json(root, state.LAST_TRANSACTION, data, durable=False)  # a report, not state
     except OSError as exc:
         report.warn(f"cannot record the transaction in {state.state_dir(root)}: {exc}")
 
