@@ -207,7 +207,7 @@ def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, systemctl: Syste
 
 
 def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, str],
-               began_usec: int, outcome: Outcome, force_reload: bool = False) -> None:
+               outcome: Outcome, force_reload: bool = False) -> None:
     """The daemon-reload (when the caller says one is still due), then one try-restart and
     one try-reload-or-restart batch."""
     if force_reload:
@@ -218,7 +218,7 @@ def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, s
     if not services:
         return
     states = read_service_states(systemctl.root, services)
-    actions = live_actions(plan, invocations_before, states, began_usec)
+    actions = live_actions(plan, invocations_before, states)
     outcome.live = actions
     for unit, why in actions.skipped.items():
         report.record("skip", unit, "not restarted", why, {**plan.restarts, **plan.reloads}.get(unit))

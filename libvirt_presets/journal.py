@@ -34,12 +34,11 @@ def _unit(raw: Any) -> UnitKey:
 
 
 def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations: dict[str, str],
-           began_usec: int, rpmdb_cookie: str | None, done: list[str],
+           rpmdb_cookie: str | None, done: list[str],
            guards: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "live": live,
-        "began_usec": began_usec,
         "rpmdb_cookie": rpmdb_cookie,
         "invocations_before": invocations,
         "units_before": [[u.scope, u.name, p] for u, p in sorted(before.units.items())],
@@ -80,7 +79,6 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
         )
         meta = {
             "live": bool(data["live"]),
-            "began_usec": int(data["began_usec"]),
             "rpmdb_cookie": data["rpmdb_cookie"],
             "invocations_before": {str(k): str(v) for k, v in dict(data["invocations_before"]).items()},
             "done": [s for s in data["done"] if s in STEPS],

@@ -209,7 +209,6 @@ class UnitStateLike(Protocol):
 
     load_state: str
     active_state: str
-    active_enter_usec: int
     type: str
     refuse_manual_stop: bool
     invocation_id: str
@@ -225,14 +224,14 @@ class LiveActions:
     skipped: dict[str, str] = field(default_factory=dict)  # service -> why not
 
 
-def live_actions(plan: Plan, invocations_before: Mapping[str, str], after: Mapping[str, UnitStateLike],
-                 transaction_began_usec: int) -> LiveActions:
+def live_actions(plan: Plan, invocations_before: Mapping[str, str],
+                 after: Mapping[str, UnitStateLike]) -> LiveActions:
     """Filter restart/reload candidates by what the manager says now.
 
     Stopped units are never started, except one the transaction itself stopped (an old
     package's `%preun disable --now` during a rename). A unit that a scriptlet started or
-    restarted during the transaction (new invocation ID, or active since after the
-    transaction began) already runs the new code and is not restarted again.
+    restarted during the transaction is recognised by its new invocation ID: it already runs
+    the new code and is not restarted again.
     """
     restart: list[str] = []
     reload: list[str] = []
@@ -251,8 +250,7 @@ def live_actions(plan: Plan, invocations_before: Mapping[str, str], after: Mappi
                 start.append(service)
             else:
                 skipped[service] = "not running: left stopped"
-        elif (invocations_before.get(service) != st.invocation_id
-              or st.active_enter_usec > transaction_began_usec):
+        elif invocations_before.get(service) != st.invocation_id:
             skipped[service] = "already (re)started during the transaction"
         elif service in plan.reloads:
             reload.append(service)

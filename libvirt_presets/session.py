@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -64,7 +63,6 @@ class Pending:
     facts: TransactionFacts
     # unit -> invocation ID of the units active before rpm ran (live hosts only)
     invocations_before: dict[str, str]
-    began_usec: int
     # the journal as written: facts plus the steps already done
     record: dict = field(default_factory=dict)
 
@@ -81,14 +79,13 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     if live and config.restarts and config.guard:
         predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, config)
         guards = guard_candidates(predicted, invocations)
-    began = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    record = journal.encode(before, facts, live=live, invocations=invocations, began_usec=began,
+    record = journal.encode(before, facts, live=live, invocations=invocations,
                             rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards)
     journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
     if guards:
         guard_services(root, guards)
     checkpoint("after-snapshot")
-    return Pending(root, config, live, before, facts, invocations, began, record)
+    return Pending(root, config, live, before, facts, invocations, record)
 
 
 def guard_services(root: Path, services: tuple[str, ...]) -> None:
@@ -179,8 +176,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     changed = plan.daemon_reload or bool(outcome.repaired) or reload_for_guards
     reload_due = (changed and not reloaded) or repaired_late > 0
     if pending.live and pending.config.restarts and "live" not in done:
-        apply_live(plan, systemctl, pending.invocations_before, pending.began_usec, outcome,
-                   force_reload=reload_due)
+        apply_live(plan, systemctl, pending.invocations_before, outcome, force_reload=reload_due)
         step("live")
     elif reload_due and live:
         systemctl.daemon_reload()
@@ -218,7 +214,7 @@ def resume(root: Path, config: Config) -> Outcome | None:
     installed = rpmdb.installed_nevras(root)
     done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
     live = meta["live"] and is_live(root)
-    pending = Pending(root, config, live, before, facts, meta["invocations_before"], meta["began_usec"], record)
+    pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
     return finish(pending, done_nevras)
 
 
@@ -250,5 +246,5 @@ def finish_observed(root: Path, config: Config, record: dict) -> Outcome | None:
     changes = rpmdiff.changes_between(installed_before, installed, arrived)
     facts = TransactionFacts(tuple(changes), facts.owners_before)
     live = meta["live"] and is_live(root)
-    pending = Pending(root, config, live, before, facts, meta["invocations_before"], meta["began_usec"], record)
+    pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
     return finish(pending, {c.nevra for c in changes})

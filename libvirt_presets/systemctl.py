@@ -111,7 +111,6 @@ class UnitState:
     name: str
     load_state: str = ""
     active_state: str = ""
-    active_enter_usec: int = 0
     type: str = ""
     refuse_manual_stop: bool = False
     main_pid: int = 0
@@ -120,8 +119,8 @@ class UnitState:
     reload_result: str = ""
 
 
-SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "ActiveEnterTimestampMonotonic",
-                   "Type", "RefuseManualStop", "MainPID", "InvocationID", "ReloadResult")
+SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "Type", "RefuseManualStop", "MainPID", "InvocationID",
+                   "ReloadResult")
 
 
 def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
@@ -141,7 +140,6 @@ def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
         st.invocation_id = props.get("InvocationID", "")
         st.reload_result = props.get("ReloadResult", "")
         try:
-            st.active_enter_usec = int(props.get("ActiveEnterTimestampMonotonic", "0") or 0)
             st.main_pid = int(props.get("MainPID", "0") or 0)
         except ValueError:
             pass

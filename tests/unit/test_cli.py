@@ -195,7 +195,7 @@ def test_decode_ignores_the_field():
     from libvirt_presets.snapshot import Snapshot
 
     record = journal.encode(Snapshot(units={}, links={}), TransactionFacts(), live=False, invocations={},
-                            began_usec=0, rpmdb_cookie=None, done=[])
+                            rpmdb_cookie=None, done=[])
     record[journal.INSTALLED_BEFORE] = {"a-1.0-1.noarch": 1}
     before, facts, meta = journal.decode(record)
     assert facts.changes == () and meta["live"] is False
