@@ -19,6 +19,26 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: the order statistics x(k), x(n-k+1)
+    with the widest k whose binomial coverage is still >= level. (nan, nan) when n is too small."""
+    xs = sorted(values)
+    n = len(xs)
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+        if coverage >= level:
+            best = k
+    return (xs[best - 1], xs[n - best]) if best else (math.nan, math.nan)
+
+
+def verdict_of_interval(low: float, high: float, target: float) -> bool | None:
+    """True when the whole interval is within the target, False when none of it is, else None."""
+    if math.isnan(low):
+        return None
+    return True if high <= target else False if low > target else None
+
+
 def spread(values: Sequence[float], fmt: str = "{:.3f}") -> str:
     """`median (min–max)` of a list of figures."""
     if not values:

@@ -31,7 +31,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.common import kib, median, seconds, spread, table  # noqa: E402
+from benchmarks.common import kib, median, median_ci, seconds, spread, table, verdict_of_interval  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 WORKER = REPO_ROOT / "benchmarks" / "worker.py"
@@ -50,7 +50,8 @@ def log(message: str) -> None:
 
 
 def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**missed**")
+    """None: no figure, or an interval that straddles the target (not resolved by this run)."""
+    return "n/a / not resolved" if ok is None else ("met" if ok else "**missed**")
 
 
 @dataclass
@@ -327,17 +328,14 @@ def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], repo
                    "systemctl by scriptlets", "systemctl by the plugin", "new units enabled"), rows), ""]
 
     if want_dnf:
-        on_off = pair_ratios("upgrade", "off", "on")
-        report.add(f"plugin-on / plugin-off, {layout.packages}-package upgrade", f"≤ {TARGET_RATIO}",
-                   f"{median(on_off):.3f} (median of {len(on_off)} pairs; "
-                   f"min {min(on_off, default=math.nan):.3f}, max {max(on_off, default=math.nan):.3f})",
-                   median(on_off) <= TARGET_RATIO if on_off else None)
-        on_off_cpu = pair_ratios("upgrade", "off", "on", "cpu_seconds")
-        report.add(f"same, as CPU time (user + system, dnf and its children; {layout.packages} packages)",
-                   f"≤ {TARGET_RATIO} (same target)",
-                   f"{median(on_off_cpu):.3f} (median of {len(on_off_cpu)} pairs; "
-                   f"min {min(on_off_cpu, default=math.nan):.3f}, max {max(on_off_cpu, default=math.nan):.3f})",
-                   median(on_off_cpu) <= TARGET_RATIO if on_off_cpu else None)
+        for label, attr in (("", "seconds"), (", CPU time (user + system of dnf and its children)", "cpu_seconds")):
+            ratios = pair_ratios("upgrade", "off", "on", attr)
+            low, high = median_ci(ratios)
+            report.add(f"plugin-on / plugin-off, {layout.packages}-package upgrade{label}", f"≤ {TARGET_RATIO}",
+                       f"{median(ratios):.3f} (median of {len(ratios)} pairs; 95 % CI of the median "
+                       f"{low:.3f}–{high:.3f}; pairs {min(ratios, default=math.nan):.3f}–"
+                       f"{max(ratios, default=math.nan):.3f})",
+                       verdict_of_interval(low, high, TARGET_RATIO))
         share = shares("upgrade", "on")
         report.add(f"same, as the plugin's own time inside dnf / wall time ({layout.packages} packages)",
                    f"≤ {TARGET_RATIO - 1:.0%} (same target)",
