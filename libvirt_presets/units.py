@@ -91,6 +91,9 @@ class _Matcher(NamedTuple):
     literals: frozenset[str]
     wildcards: re.Pattern[str] | None
 
+    def matches(self, name: str) -> bool:
+        return name in self.literals or bool(self.wildcards and self.wildcards.match(name))
+
 
 @functools.lru_cache(maxsize=16)
 def _matcher(globs: tuple[str, ...]) -> _Matcher:
@@ -113,14 +116,10 @@ class Scope:
         if not isinstance(name, str):
             return False
         matcher = _matcher(self.globs)
-        if _matches(matcher, name):
+        if matcher.matches(name):
             return True
         template = template_of(name)
-        return bool(template and _matches(matcher, template))
+        return bool(template and matcher.matches(template))
 
     def select(self, units: Iterable[UnitKey]) -> set[UnitKey]:
         return {u for u in units if u in self}
-
-
-def _matches(matcher: _Matcher, name: str) -> bool:
-    return name in matcher.literals or bool(matcher.wildcards and matcher.wildcards.match(name))
