@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import report, state
 from .facts import PackageChange, TransactionFacts
@@ -34,8 +34,9 @@ def _unit(raw: Any) -> UnitKey:
 
 
 def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations: dict[str, str],
-           rpmdb_cookie: str | None, done: list[str],
-           guards: tuple[str, ...] = ()) -> dict[str, Any]:
+           rpmdb_cookie: str | None, done: list[str], guards: tuple[str, ...] = (),
+           keep_file: Callable[[str], object] | None = None) -> dict[str, Any]:
+    """The journal record; `keep_file` (planner.files_that_matter) drops the files no plan reads."""
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "live": live,
@@ -44,7 +45,8 @@ def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations
         "units_before": [[u.scope, u.name, p] for u, p in sorted(before.units.items())],
         "links_before": before.links,
         "owners_before": [[u.scope, u.name, n] for u, n in sorted(facts.owners_before.items())],
-        "changes": [{"name": c.name, "nevra": c.nevra, "action": c.action, "files": sorted(c.files)}
+        "changes": [{"name": c.name, "nevra": c.nevra, "action": c.action,
+                     "files": sorted(filter(keep_file, c.files) if keep_file else c.files)}
                     for c in facts.changes],
         "done": done,
         "guards": list(guards),

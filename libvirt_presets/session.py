@@ -73,14 +73,15 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     for problem in before.problems:
         report.warn(problem)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
-    facts = files_that_matter(TransactionFacts(tuple(changes), rpmdb.owners(root, managed)), config)
+    facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
     invocations = read_invocations(root) if live and config.restarts else {}
     guards: tuple[str, ...] = ()
     if live and config.restarts and config.guard:
         predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, config)
         guards = guard_candidates(predicted, invocations)
     record = journal.encode(before, facts, live=live, invocations=invocations,
-                            rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards)
+                            rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
+                            keep_file=files_that_matter(config))
     journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
     if guards:
         guard_services(root, guards)
