@@ -224,9 +224,10 @@ def roots_tmpfs(args: argparse.Namespace) -> Iterator[Path | None]:
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], report: Report,
-              roots: Path | None) -> None:
-    from benchmarks.dnfbench import DnfBench, RepoServer, metadata_requests
+def dnf_setup(args: argparse.Namespace, trees: list[Path], roots: Path | None, name: str):  # noqa: ANN201
+    """The generated repositories (built once, cached), a DnfBench in workdir/name, and the
+    measured checkouts byte-compiled, as installed from the RPM, whose build compiles every module."""
+    from benchmarks.dnfbench import DnfBench
     from benchmarks.packages import Layout, build
 
     layout = Layout(packages=60, unit_packages=10, new_unit_every=5) if args.quick else Layout()
@@ -235,10 +236,17 @@ def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], repo
     start = time.perf_counter()
     repos = build(args.workdir / "build", layout)
     log(f"built in {time.perf_counter() - start:.0f} s; creating template roots")
-    bench = DnfBench(args.workdir / "dnf", layout, roots)
-    for tree in trees:  # as installed from the RPM, whose build byte-compiles every module
+    for tree in trees:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "libvirt_presets"),
                         str(tree / "dnf-plugins")], check=True, stdout=subprocess.DEVNULL)
+    return layout, repos, DnfBench(args.workdir / name, layout, roots)
+
+
+def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], report: Report,
+              roots: Path | None) -> None:
+    from benchmarks.dnfbench import RepoServer, metadata_requests
+
+    layout, repos, bench = dnf_setup(args, trees, roots, "dnf")
     want_dnf, want_macros = "dnf" in parts, "macros" in parts
     stock = bench.template("stock", repos.stock_v1, [repos.stock_v2, repos.stock_noop])
     macro = bench.template("macro", repos.macro_v1, [repos.macro_v2]) if want_macros else None
@@ -467,18 +475,10 @@ def bench_instructions(args: argparse.Namespace, trees: list[Path], report: Repo
                        roots: Path | None) -> None:
     """The upgrade and the no-op of part 2, each run under callgrind: instructions do not
     depend on what else the machine does, so a few runs settle a 3 % question."""
-    from benchmarks.dnfbench import DnfBench
-    from benchmarks.packages import Layout, build
-
     if shutil.which("valgrind") is None:
         log("valgrind is missing (apt-get install valgrind): instruction counts skipped")
         return
-    layout = Layout(packages=60, unit_packages=10, new_unit_every=5) if args.quick else Layout()
-    repos = build(args.workdir / "build", layout)
-    bench = DnfBench(args.workdir / "instructions", layout, roots)
-    for tree in trees:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "libvirt_presets"),
-                        str(tree / "dnf-plugins")], check=True, stdout=subprocess.DEVNULL)
+    layout, repos, bench = dnf_setup(args, trees, roots, "instructions")
     stock = bench.template("stock", repos.stock_v1, [repos.stock_v2, repos.stock_noop])
     out_dir = args.workdir / "instructions" / "callgrind"
     # Scriptlets (/bin/sh, chrooted into the root) run natively: the same in every variant, and
