@@ -32,6 +32,11 @@ DEFAULT_POLICIES = {
     "virtlockd.service": RELOAD,
     "libvirt-guests.service": NEVER,
 }
+def is_file_trigger(key: str) -> bool:
+    """A [triggers] key that starts with `/` is a glob over files; any other, over package names."""
+    return key.startswith("/")
+
+
 DEFAULT_TRIGGERS = {
     "libvirt-daemon-config-network": ("libvirtd.service", "virtnetworkd.service"),
     "libvirt-daemon-config-nwfilter": ("libvirtd.service", "virtnwfilterd.service"),
@@ -159,7 +164,7 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
         elif section == "triggers":
             services = _split(value)
             wrong = [s for s in services if not is_valid_unit_name(s)]
-            if not key or (not key.startswith("/") and " " in key):
+            if not key or (not is_file_trigger(key) and " " in key):
                 bad(lineno, f"{key!r}: invalid trigger pattern (ignored)")
             elif wrong:
                 bad(lineno, f"{key}: invalid unit name {wrong[0]!r} (trigger ignored)")

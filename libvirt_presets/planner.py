@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
 
-from .config import NEVER, RELOAD, Config
+from .config import NEVER, RELOAD, Config, is_file_trigger
 from .facts import ERASE, UNIT_DIR_PREFIXES, TransactionFacts, units_in_files
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
@@ -47,7 +47,7 @@ class Plan:
 
 
 def _trigger_matches(pattern: str, change_name: str, files: frozenset[str]) -> bool:
-    if pattern.startswith("/"):
+    if is_file_trigger(pattern):
         return any(fnmatch.fnmatchcase(f, pattern) for f in files)
     return fnmatch.fnmatchcase(change_name, pattern)
 
@@ -57,7 +57,7 @@ def files_that_matter(config: Config) -> Callable[[str], object]:
     names. The journal keeps only these: a release upgrade carries ~10^5 files, and the
     journal is rewritten after every step."""
     wanted = [re.escape(d) for d in UNIT_DIR_PREFIXES]
-    wanted += [fnmatch.translate(p) for p in config.triggers if p.startswith("/")]
+    wanted += [fnmatch.translate(p) for p in config.triggers if is_file_trigger(p)]
     return re.compile("|".join(wanted)).match
 
 
