@@ -144,12 +144,12 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     taken = 0
     for tsi in transaction:
         pkg = tsi.pkg
+        nevra = str(pkg)
         action = ACTIONS.get(tsi.action)
         files: frozenset[str] = frozenset()
         if not from_headers:
             files = frozenset(pkg.files)
         elif action is not None:  # outgoing packages' files are not needed after the fact
-            nevra = str(pkg)
             if nevra in known:
                 files = known[nevra]
                 taken += 1
@@ -159,7 +159,7 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
                 except (OSError, rpm.error) as exc:
                     logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)
                     files = frozenset(pkg.files)
-        changes.append(facts.PackageChange(pkg.name, str(pkg), action or facts.ERASE, files))
+        changes.append(facts.PackageChange(pkg.name, nevra, action or facts.ERASE, files))
     if from_headers:
         logger.debug(MSG_FILE_LISTS, taken, sum(1 for c in changes if c.inbound) - taken)
     return changes
