@@ -173,8 +173,9 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _is_namespace_init(pid: int) -> bool:
-    """True once ``pid`` is PID 1 of its own PID namespace *and* has exec'd systemd."""
+def _is_namespace_init(pid: int, *, running_systemd: bool = True) -> bool:
+    """True once ``pid`` is PID 1 of its own PID namespace and (unless ``running_systemd`` is
+    false) has exec'd systemd."""
     try:
         status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
         comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8").strip()
@@ -182,7 +183,7 @@ def _is_namespace_init(pid: int) -> bool:
         return False
     nspids = next((line.split()[1:] for line in status.splitlines()
                    if line.startswith("NSpid:")), [])
-    return len(nspids) >= 2 and nspids[-1] == "1" and comm == "systemd"
+    return len(nspids) >= 2 and nspids[-1] == "1" and (comm == "systemd" or not running_systemd)
 
 
 class BootedContainer:
@@ -234,7 +235,6 @@ class BootedContainer:
         self._ov: Path | None = None
         self._nspawn: subprocess.Popen[bytes] | None = None
         self._pid1: int | None = None
-        self._pid1_start: str | None = None
         self._graceful_stop = True
         self.boot_seconds: float | None = None
         self.state: str | None = None
@@ -383,7 +383,6 @@ class BootedContainer:
 
         deadline = started + self._boot_timeout
         self._pid1 = self._wait_for_pid1(deadline)
-        self._pid1_start = (_proc_stat(self._pid1) or [None] * 20)[19]
         self._wait_until_booted(deadline)
         self.boot_seconds = time.monotonic() - started
 
@@ -434,36 +433,41 @@ class BootedContainer:
         raise self._boot_failed(
             f"guest not running after {self._boot_timeout:.0f}s; last is-system-running: {last}")
 
-    def _pid1_is_ours(self) -> bool:
-        if self._pid1 is None:
-            return False
-        fields = _proc_stat(self._pid1)
-        return fields is not None and fields[19] == self._pid1_start  # field 22: starttime
-
-    def _kill_guest(self) -> None:
-        # SIGKILL to a PID namespace's init kills every process in it; nspawn then exits at once.
-        # The start time check guards against a recycled PID.
-        if self._pid1 is not None and self._pid1_is_ours():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid1, signal.SIGKILL)
-
     def _stop(self) -> None:
-        """Stop the guest: SIGTERM to nspawn (a clean guest shutdown), SIGKILL after a while."""
+        """Stop the guest: SIGTERM to nspawn (a clean guest shutdown), SIGKILL after a while.
+
+        A guest that failed to boot is killed outright instead: its systemd may not have set up
+        its signal handlers yet, so it would ignore the shutdown request nspawn forwards, and
+        killing nspawn alone would leave the guest running, re-parented to the host's init."""
         process = self._nspawn
         if process is None:
             return
         if process.poll() is None:
             if not self._graceful_stop:
-                self._kill_guest()
-            process.terminate()
-            try:
-                process.wait(timeout=self._stop_timeout)
-            except subprocess.TimeoutExpired:
-                self._kill_guest()
+                self._kill_guests_until_nspawn_exits(process)
+            else:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=self._stop_timeout)
+                if process.poll() is None:
+                    self._kill_guests_until_nspawn_exits(process)
+            if process.poll() is None:
                 process.kill()
                 process.wait(timeout=self._stop_timeout)
         self._nspawn = None
         self._pid1 = None
+
+    def _kill_guests_until_nspawn_exits(self, process: subprocess.Popen[bytes]) -> None:
+        # nspawn may still be about to fork the guest (PID 1 not known yet): keep looking until
+        # nspawn, whose guest is gone, exits.  SIGKILL to a PID namespace's init kills every
+        # process in it.  A PID is only killed while it is nspawn's child, so not recycled.
+        deadline = time.monotonic() + self._stop_timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            for child in _children(process.pid):
+                if _is_namespace_init(child, running_systemd=False):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
+            time.sleep(0.01)
 
     @staticmethod
     def _forget_dir(ov: Path) -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.container import BootedContainer, BootError, nspawn_unavailable_reason
+from tests.e2e.container import (
+    BootedContainer,
+    BootError,
+    _is_namespace_init,
+    nspawn_unavailable_reason,
+)
 
 PROBE_UNIT = "e2e-harness-probe.service"
 PROBE_UNIT_TEXT = """\
@@ -56,12 +63,19 @@ def _mount_lines_mentioning(fragment: str) -> list[str]:
         return [line for line in mountinfo if fragment in line]
 
 
-def _assert_torn_down(root: Path, nspawn_pid: int, pid1: int) -> None:
+def _pid_namespace_inits() -> set[int]:
+    """Every process on the host that is PID 1 of a PID namespace below ours: running guests."""
+    return {int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _is_namespace_init(int(entry.name), running_systemd=False)}
+
+
+def _assert_torn_down(root: Path, nspawn_pid: int, pid1: int | None) -> None:
     overlay_dir = root.parent
     assert _mount_lines_mentioning(str(overlay_dir)) == []
     assert not overlay_dir.exists()
     for pid in (nspawn_pid, pid1):
-        assert not Path(f"/proc/{pid}").exists(), f"process {pid} still exists"
+        if pid is not None:
+            assert not Path(f"/proc/{pid}").exists(), f"process {pid} still exists"
 
 
 def test_guest_reaches_running_state(guest: BootedContainer) -> None:
@@ -128,19 +142,31 @@ def test_exit_removes_mounts_processes_and_directories() -> None:
     _assert_torn_down(root, nspawn_pid, pid1)
 
 
-def test_failed_boot_cleans_up_and_shows_the_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[tuple[Path, int, int]] = []
-    original = BootedContainer._wait_until_booted
+@pytest.mark.parametrize("fails", ["before PID 1 appears", "after PID 1 appears"])
+def test_failed_boot_cleans_up_and_shows_the_console(monkeypatch: pytest.MonkeyPatch,
+                                                     fails: str) -> None:
+    # The deadlines are forced, not raced: on a loaded 2-core CI machine even mounting the
+    # overlay can take longer than any "too short" timeout, which once made this test fail
+    # before PID 1 existed.
+    seen: dict[str, Any] = {}
+    original = BootedContainer._wait_for_pid1
 
-    def remember_then_wait(self: BootedContainer, deadline: float) -> None:
-        started.append((self.root, self.nspawn_pid, self.pid1))
-        original(self, deadline)
+    def wait_for_pid1(self: BootedContainer, deadline: float) -> int:
+        seen["root"], seen["nspawn_pid"] = self.root, self.nspawn_pid
+        if fails == "before PID 1 appears":
+            return original(self, time.monotonic())  # already expired
+        seen["pid1"] = original(self, time.monotonic() + 60)
+        return seen["pid1"]
 
-    monkeypatch.setattr(BootedContainer, "_wait_until_booted", remember_then_wait)
-    with pytest.raises(BootError, match="console log"):
-        with BootedContainer(boot_timeout=0.2):
-            pytest.fail("a 0.2 s boot timeout cannot be met")
-    _assert_torn_down(*started[0])
+    monkeypatch.setattr(BootedContainer, "_wait_for_pid1", wait_for_pid1)
+    guests_before = _pid_namespace_inits()
+    expected = "no systemd PID 1" if fails == "before PID 1 appears" else "guest not running"
+    with pytest.raises(BootError, match=f"(?s){expected}.*console log"):
+        with BootedContainer(unit="basic.target", boot_timeout=0.0):
+            pytest.fail("an expired boot deadline cannot be met")
+    _assert_torn_down(seen["root"], seen["nspawn_pid"], seen.get("pid1"))
+    # Before PID 1 was found the harness cannot name it: no guest may be left running anyway.
+    assert _pid_namespace_inits() <= guests_before
 
 
 def test_degraded_boot_is_accepted_and_failed_units_are_recorded(tmp_path: Path) -> None:
