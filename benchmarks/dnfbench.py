@@ -14,7 +14,6 @@ import http.server
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 from benchmarks.packages import ROOT_SYSTEMCTL_LOG, Layout, Repos
 
@@ -32,6 +32,7 @@ DNF = ["/usr/bin/python3", str(REPO_ROOT / "benchmarks" / "dnf_timed.py")]
 TIMES_ENV = "BENCH_PLUGIN_TIMES"
 HOST_SYSTEMCTL = "/usr/bin/systemctl"
 LOG_ENV = "BENCH_SYSTEMCTL_LOG"
+RUN_TIMEOUT = 900  # seconds; a valgrind run of the 500-package upgrade takes about 300
 # dnf-plugins/libvirt_units.py MSG_FAILED: the plugin caught its own exception
 PLUGIN_FAILED = "the transaction goes on without per-unit handling"
 
@@ -172,40 +173,61 @@ class DnfBench:
         return dest
 
     def timed(self, variant: str, template: Path, repo: Path | str, plugin: Path | None,
-              *args: str, check_units: list[str] = (), wrap: list[str] = (),
+              *args: str, check_units: Sequence[str] = (), wrap: Sequence[str] = (),
               extra_env: dict[str, str] | None = None) -> RunResult:
         """One timed dnf run on a fresh copy of template; the copy is removed afterwards.
-        `wrap` goes before dnf's argv (valgrind, for instruction counts)."""
-        root = self.fresh_copy(template)
+        `wrap` goes before dnf's argv (valgrind for instruction counts, taskset for pinning)."""
+        return self.finish(self.start(variant, template, repo, plugin, *args, check_units=check_units,
+                                      wrap=wrap, extra_env=extra_env))
+
+    def start(self, variant: str, template: Path, repo: Path | str, plugin: Path | None,
+              *args: str, check_units: Sequence[str] = (), wrap: Sequence[str] = (),
+              extra_env: dict[str, str] | None = None, root: Path | None = None) -> Started:
+        """Start dnf on a fresh copy of template (or on `root`, a copy the caller made and
+        synced): `finish` waits for it.  Two started runs may go on at once (the concurrent
+        pairs), so each run's time and rusage are its own (wait4)."""
+        if root is None:
+            root = self.fresh_copy(template)
+            os.sync()  # no writeback of the copy during the timed run
         log = Path(f"{root}.plugin-systemctl.log")
         times = Path(f"{root}.plugin-times.json")
+        output = Path(f"{root}.output")
         argv = [*wrap, *self.argv(root, repo, plugin, *args)]
         env = {**self.env(plugin, log), TIMES_ENV: str(times), **(extra_env or {})}
-        os.sync()  # no writeback of the copy during the timed run
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False,
-                              stdin=subprocess.DEVNULL)
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+        with open(output, "wb") as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)  # a hung dnf fails its run (rc -9)
+        watchdog.start()
+        return Started(variant, root, plugin, proc, start, watchdog, log, times, output,
+                       list(check_units))
+
+    def finish(self, run: Started) -> RunResult:
+        _, status, usage = os.wait4(run.proc.pid, 0)  # this run's own rusage, not all children's
+        seconds = time.perf_counter() - run.started
+        run.watchdog.cancel()
+        run.proc.returncode = os.waitstatus_to_exitcode(status)
+        root = run.root
         result = RunResult(
-            variant=variant, seconds=seconds, returncode=proc.returncode,
-            scriptlet_systemctl=_lines(root / ROOT_SYSTEMCTL_LOG.lstrip("/")), plugin_systemctl=_lines(log),
-            output=proc.stdout + proc.stderr, cpu_seconds=cpu,
+            variant=run.variant, seconds=seconds, returncode=run.proc.returncode,
+            scriptlet_systemctl=_lines(root / ROOT_SYSTEMCTL_LOG.lstrip("/")),
+            plugin_systemctl=_lines(run.log),
+            output=run.output.read_text(errors="replace"), cpu_seconds=usage.ru_utime + usage.ru_stime,
         )
-        result.plugin_tree = plugin
+        result.plugin_tree = run.plugin
         try:
-            spent = json.loads(times.read_text())
-            times.unlink()
+            spent = json.loads(run.times.read_text())
+            run.times.unlink()
             result.plugin_seconds = spent["total"]
             result.core_loaded = spent.get("libvirt_presets")
         except (OSError, ValueError, KeyError):
             result.plugin_seconds = math.nan
-        if check_units:
-            states = self.is_enabled(root, list(check_units))
+        if run.check_units:
+            states = self.is_enabled(root, run.check_units)
             result.enabled = sum(1 for state in states if state == "enabled")
-        log.unlink(missing_ok=True)
+        run.log.unlink(missing_ok=True)
+        run.output.unlink(missing_ok=True)
         shutil.rmtree(root)
         return result
 
@@ -213,6 +235,22 @@ class DnfBench:
         proc = subprocess.run([HOST_SYSTEMCTL, f"--root={root}", "is-enabled", "--", *units],
                               capture_output=True, text=True, check=False)
         return proc.stdout.split()
+
+
+@dataclass
+class Started:
+    """A dnf run under way (DnfBench.start)."""
+
+    variant: str
+    root: Path
+    plugin: Path | None
+    proc: subprocess.Popen
+    started: float
+    watchdog: threading.Timer
+    log: Path
+    times: Path
+    output: Path
+    check_units: list[str]
 
 
 def _lines(path: Path) -> int:

@@ -4,7 +4,7 @@ libvirt's macro scriptlets, snapshot cost.  Prints a markdown report (see benchm
 
     /usr/bin/python3 benchmarks/run.py                 # everything, 5 rounds (about 4 min)
     /usr/bin/python3 benchmarks/run.py --quick         # smoke run (small sizes, 2 rounds)
-    /usr/bin/python3 benchmarks/run.py --only planner  # planner|snapshot|dnf|macros, repeatable
+    /usr/bin/python3 benchmarks/run.py --only planner  # any part of PARTS, repeatable
     /usr/bin/python3 benchmarks/run.py --compare DIR   # also measure the checkout DIR, side by side
 
 Needs root and Debian's /usr/bin/python3 with dnf/rpm (./scripts/deps) for the dnf parts.
@@ -35,7 +35,7 @@ from benchmarks.common import kib, median, median_ci, seconds, spread, table, ve
 
 PYTHON = "/usr/bin/python3"
 WORKER = REPO_ROOT / "benchmarks" / "worker.py"
-PARTS = ("planner", "snapshot", "dnf", "macros", "instructions")
+PARTS = ("planner", "snapshot", "dnf", "macros", "instructions", "concurrent")
 DEFAULT_WORKDIR = Path("/var/tmp/libvirt-units-bench")
 
 # The targets of issue 6.
@@ -538,6 +538,91 @@ def bench_instructions(args: argparse.Namespace, trees: list[Path], report: Repo
     report.sections.append((2, "\n".join(out)))
 
 
+def bench_concurrent(args: argparse.Namespace, trees: list[Path], report: Report,
+                     roots: Path | None) -> None:
+    """Part 2c: the plugin-on and plugin-off upgrades run at the same time, each pinned to its
+    own CPU, sides swapped every round.  This VM's speed drifts by ±15 % from one minute to the
+    next; two runs at the same time feel the same drift, two runs one after the other do not.
+    A/A rounds (plugin off against plugin off, same pinning) show what the method itself adds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        log("concurrent pairs need two CPUs and taskset: skipped")
+        return
+    layout, repos, bench = dnf_setup(args, trees, roots, "concurrent")
+    stock = bench.template("stock", repos.stock_v1, [repos.stock_v2])
+    for rpm_file in repos.stock_v2.glob("*.rpm"):  # page cache: neither side pays for cold files
+        rpm_file.read_bytes()
+    new_units = layout.new_units()
+    this = trees[0]
+    control_every = 4  # every 4th round is an A/A round
+    rounds = args.concurrent_runs + args.concurrent_runs // (control_every - 1)
+    pairs: dict[str, list[tuple]] = {"A/B": [], "A/A": []}
+    for r in range(rounds):
+        kind = "A/A" if r % control_every == control_every - 1 else "A/B"
+        second = ("on", this) if kind == "A/B" else ("off", None)
+        sides = [("off", None), second]
+        cpu_of = dict(zip((0, 1), cpus[:2] if r % 2 == 0 else cpus[1::-1]))
+        copies = [bench.fresh_copy(stock) for _ in sides]
+        os.sync()
+        order = [0, 1] if (r // 2) % 2 == 0 else [1, 0]  # which side is started first
+        started: dict[int, object] = {}
+        for i in order:
+            name, plugin = sides[i]
+            started[i] = bench.start(name, stock, repos.stock_v2, plugin, "upgrade", root=copies[i],
+                                     wrap=["taskset", "--cpu-list", str(cpu_of[i])],
+                                     check_units=new_units)
+        with ThreadPoolExecutor(2) as pool:  # each waits for its own process: its own end time
+            a, b = pool.map(bench.finish, [started[0], started[1]])
+        problems = [x.problem for x in (a, b) if x.problem]
+        log(f"concurrent round {r + 1}/{rounds} ({kind}): {a.seconds:.2f} s on CPU {cpu_of[0]}, "
+            f"{b.seconds:.2f} s on CPU {cpu_of[1]} ({b.variant}); ratio {b.seconds / a.seconds:.3f}"
+            + (f"; does not count: {'; '.join(problems)}" if problems else ""))
+        if not problems:
+            pairs[kind].append((a, b))
+
+    def ratios(kind: str, attr: str) -> list[float]:
+        return [getattr(b, attr) / getattr(a, attr) for a, b in pairs[kind]]
+
+    rows = []
+    for kind, label in (("A/B", "plugin on / plugin off"), ("A/A", "plugin off / plugin off (control)")):
+        wall, cpu = ratios(kind, "seconds"), ratios(kind, "cpu_seconds")
+        low, high = median_ci(wall)
+        ons = [b for _, b in pairs[kind] if b.variant == "on"]
+        inside = (f"{seconds(median(b.plugin_seconds for b in ons))} "
+                  f"({100 * median(b.plugin_seconds / b.seconds for b in ons):.1f} %)") if ons else "–"
+        enabled = "/".join(sorted({str(b.enabled) for b in ons})) + f"/{len(new_units)}" if ons else "–"
+        rows.append((label, len(wall), spread([a.seconds for a, _ in pairs[kind]], "{:.2f}") + " s",
+                     spread(wall), f"{low:.3f}–{high:.3f}", spread(cpu), inside, enabled))
+        if kind == "A/B":
+            report.add(f"plugin-on / plugin-off, {layout.packages}-package upgrade, wall time, "
+                       "**concurrent pairs** (each run pinned to its own CPU)", f"≤ {TARGET_RATIO}",
+                       f"{median(wall):.3f} (median of {len(wall)} pairs; 95 % CI of the median "
+                       f"{low:.3f}–{high:.3f}; pairs {min(wall, default=math.nan):.3f}–"
+                       f"{max(wall, default=math.nan):.3f})", verdict_of_interval(low, high, TARGET_RATIO))
+            clow, chigh = median_ci(cpu)
+            report.add("the same in CPU time (dnf and its children, each run's own rusage)",
+                       f"≤ {TARGET_RATIO}", f"{median(cpu):.3f} (95 % CI {clow:.3f}–{chigh:.3f})",
+                       verdict_of_interval(clow, chigh, TARGET_RATIO))
+        else:
+            report.add("control: plugin-off / plugin-off in the same concurrent pairs",
+                       "(no target; 1 expected)",
+                       f"{median(wall):.3f} (median of {len(wall)} pairs; 95 % CI {low:.3f}–{high:.3f})",
+                       None)
+    out = ["## 2c. The same upgrade, plugin on and off at the same time", "",
+           f"Each round copies the template root (1.0 installed) twice and starts two `dnf -y upgrade` "
+           f"processes at once, each pinned with `taskset` to its own CPU ({cpus[0]} and {cpus[1]}); "
+           "the CPUs are swapped every round and the start order every second round. The ratio is "
+           "taken within the round. Every "
+           f"{control_every}th round runs plugin-off on both sides (A/A): its ratios show the bias and "
+           "spread of the method itself. Run time and CPU time are each process's own (wait4).", "",
+           table(("pair", "pairs", "plugin-off wall time", "wall ratio: median (min–max)",
+                  "95 % CI of the median", "CPU ratio: median (min–max)",
+                  "plugin time (share of the run)", "new units enabled"), rows), ""]
+    report.sections.append((2, "\n".join(out)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -549,6 +634,9 @@ def main() -> None:
                              "±10 %% here, and the target is 3 %%")
     parser.add_argument("--instruction-runs", type=int, default=2,
                         help="callgrind runs per variant in the instructions part (default 2)")
+    parser.add_argument("--concurrent-runs", type=int,
+                        help="plugin-on/off pairs of the concurrent part (default 30, --quick 2); "
+                             "a third as many A/A pairs are added")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="another checkout (libvirt_presets/, dnf-plugins/) measured side by side")
@@ -562,6 +650,7 @@ def main() -> None:
     args = parser.parse_args()
     args.runs = args.runs or (2 if args.quick else 5)
     args.dnf_runs = args.dnf_runs or (2 if args.quick else max(15, args.runs))
+    args.concurrent_runs = args.concurrent_runs or (2 if args.quick else 30)
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     parts = set(args.only or PARTS)
@@ -587,6 +676,12 @@ def main() -> None:
         else:
             with roots_tmpfs(args) as roots:
                 bench_instructions(args, trees, report, roots)
+    if "concurrent" in parts:
+        if os.geteuid() != 0:
+            log("concurrent needs root (rpm --root, chrooted scriptlets): skipped")
+        else:
+            with roots_tmpfs(args) as roots:
+                bench_concurrent(args, trees, report, roots)
     elapsed = time.perf_counter() - start
     facts.append(("load average at end", " ".join(Path("/proc/loadavg").read_text().split()[:3])))
     facts.append(("tree", f"{REPO_ROOT} at {revisions[0]}"))
