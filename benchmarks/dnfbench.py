@@ -72,6 +72,8 @@ class RunResult:
     cpu_seconds: float = 0.0  # user + system time of dnf and every process it waited for
     enabled: int = -1  # how many of the checked (new) units are enabled afterwards
     plugin_seconds: float = 0.0  # inside dnf: loading plugins + their hooks
+    self_cpu: float = math.nan  # user + system time of dnf's own process (the rest: its children)
+    gc_seconds: float = math.nan  # dnf's garbage collections, wherever they ran
     plugin_tree: Path | None = None  # the checkout dnf's plugin was meant to import
     core_loaded: str | None = None  # the checkout whose libvirt_presets dnf did import
 
@@ -220,6 +222,8 @@ class DnfBench:
             spent = json.loads(run.times.read_text())
             run.times.unlink()
             result.plugin_seconds = spent["total"]
+            result.self_cpu = spent.get("self_cpu", math.nan)
+            result.gc_seconds = spent.get("gc", math.nan)
             result.core_loaded = spent.get("libvirt_presets")
         except (OSError, ValueError, KeyError):
             result.plugin_seconds = math.nan

@@ -242,6 +242,30 @@ def dnf_setup(args: argparse.Namespace, trees: list[Path], roots: Path | None, n
     return layout, repos, DnfBench(args.workdir / name, layout, roots)
 
 
+def where_the_difference_lies(results: dict, good) -> list[str]:  # noqa: ANN001
+    """Per-round differences plugin-on minus plugin-off, split by process: callgrind (part 2b)
+    counts dnf's own process and the plugin's systemctl, not the scriptlets; this shows whether
+    the scriptlets (dnf's children) cost the same in both variants."""
+    rows = []
+    for group in results:
+        pairs = [(a, b) for a, b in zip(results[group]["off"], results[group].get("on", []))
+                 if not a.problem and not b.problem]
+        if not pairs:
+            continue
+
+        measures = (lambda x: x.seconds, lambda x: x.cpu_seconds, lambda x: x.self_cpu,
+                    lambda x: x.cpu_seconds - x.self_cpu, lambda x: x.gc_seconds)
+        diffs = [f"{1000 * median(value(b) - value(a) for a, b in pairs):+.0f} ms" for value in measures]
+        rows.append((group, len(pairs), *diffs, seconds(median(b.plugin_seconds for _, b in pairs))))
+    return ["### Where the difference lies", "",
+            "Medians of the per-round differences, plugin on minus plugin off. *dnf's own CPU* is "
+            "the dnf process's rusage at exit; *children* is the rest of the run's CPU time (rpm's "
+            "scriptlets, the plugin's systemctl); *GC* is the time of dnf's garbage collections "
+            "(`gc.callbacks`), wherever they ran. Each figure scatters like the wall time.", "",
+            table(("case", "pairs", "wall time", "CPU time", "dnf's own CPU", "children's CPU",
+                   "GC", "plugin time (inside dnf, absolute)"), rows), ""]
+
+
 def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], report: Report,
               roots: Path | None) -> None:
     from benchmarks.dnfbench import RepoServer, metadata_requests
@@ -336,6 +360,7 @@ def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], repo
                    "systemctl by scriptlets", "systemctl by the plugin", "new units enabled"), rows), ""]
 
     if want_dnf:
+        out += where_the_difference_lies(results, good)
         for label, attr in (("", "seconds"), (", CPU time (user + system of dnf and its children)", "cpu_seconds")):
             ratios = pair_ratios("upgrade", "off", "on", attr)
             low, high = median_ci(ratios)
