@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from benchmarks.packages import ROOT_SYSTEMCTL_LOG, Layout, Repos
 
@@ -205,7 +205,9 @@ class DnfBench:
         return Started(variant, root, plugin, proc, start, watchdog, log, times, output,
                        list(check_units))
 
-    def finish(self, run: Started) -> RunResult:
+    def finish(self, run: Started, before_removal: Callable[[Path], None] | None = None) -> RunResult:
+        """Wait for a started run and measure it; `before_removal(root)` runs before the root
+        copy is deleted (collect files from it, unmount what the caller mounted there)."""
         _, status, usage = os.wait4(run.proc.pid, 0)  # this run's own rusage, not all children's
         seconds = time.perf_counter() - run.started
         run.watchdog.cancel()
@@ -232,6 +234,8 @@ class DnfBench:
             result.enabled = sum(1 for state in states if state == "enabled")
         run.log.unlink(missing_ok=True)
         run.output.unlink(missing_ok=True)
+        if before_removal is not None:
+            before_removal(root)
         shutil.rmtree(root)
         return result
 

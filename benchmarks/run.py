@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -496,6 +496,40 @@ def callgrind_totals(out_dir: Path) -> dict[str, int]:
     return totals
 
 
+@contextlib.contextmanager
+def valgrind_in_root(root: Path, out_dir: Path) -> Iterator[tuple[Path, Callable[[], int]]]:
+    """Make a root copy able to run valgrind'd scriptlets: rpm chroots into the root before it
+    execs /bin/sh, and valgrind (--trace-children) then needs its launcher, its tools and /proc
+    inside.  Yields the root and a function that sums the instructions of the processes that
+    ran in the chroot; /proc is unmounted before the copy can be removed."""
+    for path in ("usr/bin/valgrind.bin", "usr/libexec/valgrind"):
+        source = Path("/") / path
+        if source.is_dir():
+            shutil.copytree(source, root / path, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, root / path)
+    inside = root / out_dir.relative_to("/")
+    inside.mkdir(parents=True, exist_ok=True)
+    proc = root / "proc"
+    proc.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+    mounted = True
+
+    def collect() -> int:
+        nonlocal mounted
+        subprocess.run(["umount", str(proc)], check=True)
+        mounted = False
+        return sum(callgrind_totals(inside).values())
+
+    try:
+        yield root, collect
+    finally:
+        if mounted:  # a failed run: never let the caller's rmtree reach into a live /proc
+            subprocess.run(["umount", "--lazy", str(proc)], check=True)
+        if root.exists():
+            shutil.rmtree(root)
+
+
 def bench_instructions(args: argparse.Namespace, trees: list[Path], report: Report,
                        roots: Path | None) -> None:
     """The upgrade and the no-op of part 2, each run under callgrind: instructions do not
@@ -506,60 +540,83 @@ def bench_instructions(args: argparse.Namespace, trees: list[Path], report: Repo
     layout, repos, bench = dnf_setup(args, trees, roots, "instructions")
     stock = bench.template("stock", repos.stock_v1, [repos.stock_v2, repos.stock_noop])
     out_dir = args.workdir / "instructions" / "callgrind"
-    # Scriptlets (/bin/sh, chrooted into the root) run natively: the same in every variant, and
-    # valgrind could not start inside the chroot. The plugin's systemctl is traced: it is the
-    # plugin's cost. PYTHONHASHSEED pins set/dict order, the one Python-level source of drift.
+    scriptlets = args.with_scriptlets
+    # Without --with-scriptlets the scriptlets (/bin/sh, chrooted into the root) run natively:
+    # valgrind cannot start inside a chroot that lacks it and /proc. The plugin's systemctl is
+    # traced: it is the plugin's cost. PYTHONHASHSEED pins set/dict order, the one Python-level
+    # source of drift.
     wrap = ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", "--trace-children=yes",
-            "--trace-children-skip=/bin/sh,/usr/bin/sh,/bin/bash,/usr/bin/bash,/bin/dash,/usr/bin/dash",
             f"--callgrind-out-file={out_dir}/cg.%p"]
+    if not scriptlets:
+        wrap.insert(-1, "--trace-children-skip=/bin/sh,/usr/bin/sh,/bin/bash,/usr/bin/bash,/bin/dash,"
+                        "/usr/bin/dash")
     extra_env = {"PYTHONHASHSEED": "0", "LIBVIRT_UNITS_SYSTEMCTL": "/usr/bin/systemctl"}
     this, *other = trees
     variants = [("off", None, args.instruction_runs), ("on", this, args.instruction_runs)]
     variants += [("on (compare)", t, 1) for t in other]
+    groups = [("upgrade", repos.stock_v2)] + ([] if scriptlets else [("no-op", repos.stock_noop)])
     rows, figures = [], {}
-    for group, repo in (("upgrade", repos.stock_v2), ("no-op", repos.stock_noop)):
+    for group, repo in groups:
         for name, plugin, runs in variants:
             counts = []
             for r in range(runs):
                 shutil.rmtree(out_dir, ignore_errors=True)
                 out_dir.mkdir(parents=True)
                 log(f"callgrind {group} {name} run {r + 1}/{runs}")
-                res = bench.timed(name, stock, repo, plugin, "upgrade", wrap=wrap, extra_env=extra_env)
+                if scriptlets:
+                    totals: dict[str, int] = {}
+                    with valgrind_in_root(bench.fresh_copy(stock), out_dir) as (root, collect):
+                        res = bench.finish(
+                            bench.start(name, stock, repo, plugin, "upgrade", wrap=wrap,
+                                        extra_env=extra_env, root=root),
+                            before_removal=lambda _, sink=totals: sink.update(scriptlets=collect()))
+                else:
+                    res = bench.timed(name, stock, repo, plugin, "upgrade", wrap=wrap, extra_env=extra_env)
+                    totals = {}
                 if res.problem:
                     log(f"  run does not count: {res.problem}")
                     continue
-                totals = callgrind_totals(out_dir)
+                totals.update(callgrind_totals(out_dir))
                 counts.append(totals)
                 log(f"  {res.seconds:.0f} s under valgrind; instructions {totals}")
             figures[(group, name)] = counts
-    for group in ("upgrade", "no-op"):
-        off = [c.get("dnf", 0) for c in figures[(group, "off")]]
+    counted = ("dnf", "systemctl", "scriptlets") if scriptlets else ("dnf", "systemctl")
+    for group, _ in groups:
+        off = [sum(c.get(k, 0) for k in counted) for c in figures[(group, "off")]]
         for name, _, _ in variants:
             counts = figures[(group, name)]
-            dnf_ir = [c.get("dnf", 0) for c in counts]
-            ctl_ir = [c.get("systemctl", 0) for c in counts]
-            total = [a + b for a, b in zip(dnf_ir, ctl_ir)]
+            total = [sum(c.get(k, 0) for k in counted) for c in counts]
             ratio = median(total) / median(off) if off and total else math.nan
-            rows.append((group, name, len(counts), " / ".join(f"{x / 1e6:,.0f}" for x in dnf_ir),
-                         " / ".join(f"{x / 1e6:,.1f}" for x in ctl_ir) or "–",
+            rows.append((group, name, len(counts),
+                         *(" / ".join(f"{c.get(k, 0) / 1e6:,.1f}" for c in counts) for k in counted),
                          f"{(median(total) - median(off)) / 1e6:,.0f}" if name != "off" and total else "–",
                          f"{ratio:.4f}" if name != "off" else "1"))
             if group == "upgrade" and name == "on":
+                what = ("every process: dnf, the plugin's systemctl, the scriptlets" if scriptlets
+                        else "dnf's process + the plugin's systemctl")
                 report.add(f"plugin-on / plugin-off, {layout.packages}-package upgrade, in instructions "
-                           "(callgrind; dnf's process + the plugin's systemctl)", f"≤ {TARGET_RATIO}",
+                           f"(callgrind; {what})", f"≤ {TARGET_RATIO}",
                            f"{ratio:.4f} (median of {len(total)} runs each)", ratio <= TARGET_RATIO)
+    if scriptlets:
+        traced = ("Every process of the transaction is traced: dnf's own (Python, libdnf, librpm: "
+                  "dependency solving, unpacking, the rpmdb, the plugin's hooks), the plugin's "
+                  "`systemctl`, and the scriptlets' shells and `systemctl` calls inside the chroot "
+                  "(`--with-scriptlets`: valgrind and a /proc mount are put into each root copy). "
+                  "The upgrade only.")
+    else:
+        traced = ("Shells are skipped: the instructions of dnf's own process (Python, libdnf, librpm: "
+                  "dependency solving, unpacking, the rpmdb, the plugin's hooks) and of the plugin's "
+                  "`systemctl` processes are counted. The scriptlets' shells and their `systemctl` calls "
+                  "run natively and are not counted (`--with-scriptlets` counts them).")
     out = ["## 2b. The same upgrades, counted in instructions", "",
            "Each variant of part 2's upgrade and no-op runs under `valgrind --tool=callgrind` "
-           "(`--trace-children=yes`, shells skipped): the instructions of dnf's own process (Python, "
-           "libdnf, librpm: dependency solving, unpacking, the rpmdb, the plugin's hooks) and of the "
-           "plugin's `systemctl` processes. The scriptlets' shells and their `systemctl` calls run "
-           "natively and are not counted: they are the same with and without the plugin, so leaving "
-           "them out makes the ratio larger, not smaller. Unlike seconds, these counts do not depend "
+           f"(`--trace-children=yes`). {traced} Unlike seconds, these counts do not depend "
            "on what else the machine is doing (`PYTHONHASHSEED=0`); the runs of one variant agree "
            "to within the figures shown.", "",
            table(("case", "variant", "runs", "dnf process, M instructions (each run)",
-                  "plugin's systemctl, M instructions", "plugin's cost, M instructions (medians)",
-                  "ratio to `--noplugins`"), rows), ""]
+                  "plugin's systemctl, M instructions",
+                  *(["scriptlets (in the chroot), M instructions"] if scriptlets else []),
+                  "plugin's cost, M instructions (medians)", "ratio to `--noplugins`"), rows), ""]
     report.sections.append((2, "\n".join(out)))
 
 
@@ -662,6 +719,8 @@ def main() -> None:
     parser.add_argument("--concurrent-runs", type=int,
                         help="plugin-on/off pairs of the concurrent part (default 30, --quick 2); "
                              "a third as many A/A pairs are added")
+    parser.add_argument("--with-scriptlets", action="store_true",
+                        help="instructions part: trace the scriptlets in the chroot too (upgrade only)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="another checkout (libvirt_presets/, dnf-plugins/) measured side by side")
