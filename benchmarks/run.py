@@ -748,24 +748,19 @@ def main() -> None:
         bench_planner(args, trees, report)
     if "snapshot" in parts:
         bench_snapshot(args, trees, report)
-    if parts & {"dnf", "macros"}:
+    # The parts that run dnf need root (rpm --root, chrooted scriptlets) and a tmpfs for roots.
+    for wanted, label, run_part in (
+        ({"dnf", "macros"}, "dnf and macros", lambda roots: bench_dnf(args, trees, parts, report, roots)),
+        ({"instructions"}, "instructions", lambda roots: bench_instructions(args, trees, report, roots)),
+        ({"concurrent"}, "concurrent", lambda roots: bench_concurrent(args, trees, report, roots)),
+    ):
+        if not parts & wanted:
+            continue
         if os.geteuid() != 0:
-            log("dnf and macros need root (rpm --root, chrooted scriptlets): skipped")
-        else:
-            with roots_tmpfs(args) as roots:
-                bench_dnf(args, trees, parts, report, roots)
-    if "instructions" in parts:
-        if os.geteuid() != 0:
-            log("instructions need root (rpm --root, chrooted scriptlets): skipped")
-        else:
-            with roots_tmpfs(args) as roots:
-                bench_instructions(args, trees, report, roots)
-    if "concurrent" in parts:
-        if os.geteuid() != 0:
-            log("concurrent needs root (rpm --root, chrooted scriptlets): skipped")
-        else:
-            with roots_tmpfs(args) as roots:
-                bench_concurrent(args, trees, report, roots)
+            log(f"{label}: needs root (rpm --root, chrooted scriptlets): skipped")
+            continue
+        with roots_tmpfs(args) as roots:
+            run_part(roots)
     elapsed = time.perf_counter() - start
     facts.append(("load average at end", " ".join(Path("/proc/loadavg").read_text().split()[:3])))
     facts.append(("tree", f"{REPO_ROOT} at {revisions[0]}"))
