@@ -32,15 +32,17 @@ DEFAULT_POLICIES = {
     "virtlockd.service": RELOAD,
     "libvirt-guests.service": NEVER,
 }
-def is_file_trigger(key: str) -> bool:
-    """A [triggers] key that starts with `/` is a glob over files; any other, over package names."""
-    return key.startswith("/")
-
 
 DEFAULT_TRIGGERS = {
     "libvirt-daemon-config-network": ("libvirtd.service", "virtnetworkd.service"),
     "libvirt-daemon-config-nwfilter": ("libvirtd.service", "virtnwfilterd.service"),
 }
+
+
+def is_file_trigger(key: str) -> bool:
+    """A [triggers] key that starts with `/` is a glob over files; any other, over package names."""
+    return key.startswith("/")
+
 
 _BOOLS = {"1": True, "yes": True, "true": True, "on": True,
           "0": False, "no": False, "false": False, "off": False}
