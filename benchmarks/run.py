@@ -239,6 +239,9 @@ def dnf_setup(args: argparse.Namespace, trees: list[Path], roots: Path | None, n
     for tree in trees:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "libvirt_presets"),
                         str(tree / "dnf-plugins")], check=True, stdout=subprocess.DEVNULL)
+    for repo_dir in vars(repos).values():  # page cache: no variant pays for cold package files
+        for rpm_file in Path(repo_dir).glob("*.rpm"):
+            rpm_file.read_bytes()
     return layout, repos, DnfBench(args.workdir / name, layout, roots)
 
 
@@ -274,9 +277,6 @@ def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], repo
     want_dnf, want_macros = "dnf" in parts, "macros" in parts
     stock = bench.template("stock", repos.stock_v1, [repos.stock_v2, repos.stock_noop])
     macro = bench.template("macro", repos.macro_v1, [repos.macro_v2]) if want_macros else None
-    for repo_dir in vars(repos).values():  # page cache: no variant pays for cold package files
-        for rpm_file in Path(repo_dir).glob("*.rpm"):
-            rpm_file.read_bytes()
     new_units = layout.new_units()
     this, *other = trees
 
@@ -634,8 +634,6 @@ def bench_concurrent(args: argparse.Namespace, trees: list[Path], report: Report
         return
     layout, repos, bench = dnf_setup(args, trees, roots, "concurrent")
     stock = bench.template("stock", repos.stock_v1, [repos.stock_v2])
-    for rpm_file in repos.stock_v2.glob("*.rpm"):  # page cache: neither side pays for cold files
-        rpm_file.read_bytes()
     new_units = layout.new_units()
     this = trees[0]
     control_every = 4  # every 4th round is an A/A round
