@@ -294,8 +294,8 @@ def live_round(work: Path, unit_packages: int, reload_every: int) -> dict:
     verbs = [next((w for w in c[1:] if not w.startswith("-")), "?") for c in calls]
     return {"unit_packages": unit_packages, "packages": 2 * unit_packages, "calls": len(calls),
             "before_rpm": before_rpm, "verbs": verbs, "preset": len(outcome.preset),
-            "restarted": len(outcome.live.try_restart) if outcome.live else 0,
-            "reloaded": len(outcome.live.try_reload) if outcome.live else 0,
+            "restarted": len(outcome.live.get("restart", [])),
+            "reloaded": len(outcome.live.get("reload", [])),
             "warnings": list(outcome.warnings)}
 
 

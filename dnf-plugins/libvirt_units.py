@@ -240,11 +240,11 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         except dnf.exceptions.Error as exc:
             raise dnf.exceptions.Error(f"libvirt-units: cannot resolve the {sub}: {exc}") from exc
         changes = transaction_changes(base.transaction, root, from_headers=False)
-        plan, guards = commands.dry_run(root, config, changes, session.is_live(root))
+        plan = commands.dry_run(root, config, changes, session.is_live(root))
         states = commands.enablement(root, [r.unit for r in plan.rows if r.package_before])
         tx = [{"package": c.nevra, "action": c.action} for c in changes]
         if self.opts.json:
-            print(render.dumps(render.plan_json(plan, "dry-run", str(root), states, tx, guards)))
+            print(render.dumps(render.plan_json(plan, "dry-run", str(root), states, tx)))
         else:
             print(f"libvirt-units plan for: dnf {sub} {' '.join(packages)} (nothing will be changed)")
-            print(render.plan_table(plan, states, guards))
+            print(render.plan_table(plan, states))

@@ -13,10 +13,10 @@ from . import rpmdb
 from .checks import Problem, find_problems
 from .config import Config
 from .facts import PackageChange, TransactionFacts
-from .planner import Plan, UnitPlan, guard_candidates, plan_transaction, predict_units_after
+from .planner import Plan, UnitPlan, plan_transaction, predict_units_after
 from .presets import load_presets
 from .render import UnitStatus
-from .snapshot import Snapshot, link_units, read_invocations, take_snapshot
+from .snapshot import Snapshot, link_units, read_invocations, read_live_facts, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
 
@@ -25,16 +25,15 @@ def preset_sets(root: Path) -> dict:
     return {scope: load_presets(root, scope) for scope in (SYSTEM, USER)}
 
 
-def dry_run(root: Path, config: Config, changes: Iterable[PackageChange],
-            live: bool) -> tuple[Plan, tuple[str, ...]]:
-    """The plan of a transaction that has not run, and the services it would guard."""
+def dry_run(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> Plan:
+    """The plan of a transaction that has not run: the same planning function as the real run,
+    with the host as it is now standing for the host after rpm (what the guards keep it at)."""
     before = take_snapshot(root)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
     after = predict_units_after(before.units, facts)
-    plan = plan_transaction(before, after, facts, config, preset_sets(root), live)
-    guards = guard_candidates(plan, read_invocations(root)) if live and config.restarts and config.guard else ()
-    return plan, guards
+    now = read_live_facts(root, before, managed, read_invocations(root), guarded=None) if live else None
+    return plan_transaction(before, after, facts, config, preset_sets(root), now)
 
 
 def enablement(root: Path, units: Iterable[UnitKey]) -> dict[str, str]:

@@ -1,21 +1,22 @@
-"""Applying a plan: the one module that changes the system.
+"""Applying a plan: the one module that changes the system, and decides nothing.
 
-Order matters: presets for new units first (a new unit's `Also=` may touch an old unit's
-links), then the old units' links are put back, then — on a live host only — one
-daemon-reload and one batch per kind of restart.
+What to do, and in which order, comes from the planner and session.finish(): this module sets
+links, runs the preset call and the live batches it is given, and reports what happened.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from . import report
-from .planner import LinkRepair, LiveActions, Plan, link_repairs, live_actions
-from .snapshot import link_scope, read_service_states, resolve_in_root, scan_links
-from .systemctl import CommandError, Systemctl, UnitState
+from .planner import LinkRepair, Plan
+from .snapshot import link_scope, resolve_in_root
+from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 
 
@@ -23,7 +24,8 @@ from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 class Outcome:
     preset: list[str] = field(default_factory=list)
     repaired: list[LinkRepair] = field(default_factory=list)
-    live: LiveActions | None = None
+    # live actions done, by what the manager did: "restart", "reload", "start", "stop" -> units
+    live: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     unrepairable: set[str] = field(default_factory=set)
 
@@ -33,7 +35,7 @@ class Outcome:
         report.warn(message, unit, action, trigger)
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[0] if lines else "no message"
 
@@ -64,7 +66,7 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome, reload: bo
                 if single.returncode == 0:
                     done.append(name)
                 else:
-                    outcome.warn(f"preset of {name} failed: {_first_line(single.stderr)}",
+                    outcome.warn(f"preset of {name} failed: {first_line(single.stderr)}",
                                  name, "preset", packages.get(UnitKey(scope, name)))
         for name in done:
             report.record("preset", name, "done", reason, packages.get(UnitKey(scope, name)),
@@ -117,15 +119,12 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     os.replace(tmp, path)
 
 
-def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> int:
-    """Put the links of every pre-existing unit back as they were before the transaction;
-    returns how many links it changed."""
-    if not plan.kept:
-        return 0
+def restore_links(root: Path, plan: Plan, repairs: Sequence[LinkRepair], outcome: Outcome) -> int:
+    """Apply the link repairs that put the kept units' enablement back; returns how many links
+    it changed (a link that cannot be set is warned about once, then left alone)."""
     before = len(outcome.repaired)
-    now = scan_links(root)
     packages = _packages_after(plan)
-    for repair in link_repairs(plan.kept_links, now, set(plan.kept)):
+    for repair in repairs:
         if repair.link in outcome.unrepairable:
             continue  # warned about once already
         shown = repair.link if repair.link.isprintable() else ascii(repair.link)  # one log line
@@ -148,81 +147,23 @@ def hold_enablement(plan: Plan, root: Path, outcome: Outcome) -> int:
     return len(outcome.repaired) - before
 
 
-def _batch_did(kind: str, before: UnitState | None, now: UnitState | None) -> bool:
-    """Whether the batch really did `kind` to a unit, as the manager tells it."""
-    if now is None or now.active_state != "active":
-        return False
-    if kind == "start":
-        return True
-    restarted = before is None or now.invocation_id != before.invocation_id  # new invocation
-    if kind == "reload":  # try-reload-or-restart restarts units that cannot reload
-        return restarted or now.reload_result == "success"
-    return restarted
+def run_batch(systemctl: Systemctl, kind: str, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """One systemctl call for a whole batch of `kind` (restart, reload or stop); `restart` also
+    starts the stopped units in it."""
+    call = {"restart": systemctl.restart, "reload": systemctl.reload_or_restart, "stop": systemctl.stop}[kind]
+    return call(units)
 
 
-def _batch(kind: str, units: tuple[str, ...], plan: Plan, call, systemctl: Systemctl,  # noqa: ANN001
-           before: dict[str, UnitState], outcome: Outcome) -> None:
-    """One call for the batch; if it fails, retry unit by unit so one bad unit spoils nothing.
-
-    systemctl runs every job of a batch even when one of them fails (`try-restart a b bad`
-    restarts a and b, then exits non-zero): after a failed batch one `show` tells which units
-    it did, and only the others are retried, so no unit is restarted twice.  A unit the batch
-    stopped but could not bring up again is inactive now, where `try-restart` would be a
-    silent no-op: it ran before the transaction, so the retry is a `start`.
-    """
-    if not units:
-        return
-    trigger = {**plan.restarts, **plan.reloads}
-
-    def done(unit: str) -> None:
-        report.record(kind, unit, "done", f"{trigger.get(unit)} changed", trigger.get(unit))
-
-    def failed(unit: str, why: str) -> None:
-        outcome.warn(f"{kind} of {unit} failed: {why}", unit, kind, trigger.get(unit))
-
-    pending = list(units)
-    try:
-        result = call(list(units))
-        if result.returncode == 0:
-            for unit in units:
-                done(unit)
-            return
-        now = systemctl.show(units)
-        for unit in units:
-            if _batch_did(kind, before.get(unit), now.get(unit)):
-                done(unit)
-                pending.remove(unit)
-        for unit in list(pending):
-            state = now.get(unit)
-            retry = call if state is not None and state.active_state == "active" else systemctl.start
-            single = retry([unit])
-            pending.remove(unit)
-            if single.returncode == 0:
-                done(unit)
-            else:
-                failed(unit, _first_line(single.stderr))
-    except CommandError as exc:
-        for unit in pending:
-            failed(unit, str(exc))
+def done(outcome: Outcome, kind: str, units: Sequence[str], triggers: Mapping[str, str],
+         starts: Sequence[str] = ()) -> None:
+    """Report units a batch did; in the restart batch, the units that were stopped count as
+    started."""
+    for unit in units:
+        did = "start" if unit in starts else kind
+        outcome.live.setdefault(did, []).append(unit)
+        why = f"{triggers[unit]} changed" if unit in triggers else "running before the transaction"
+        report.record(did, unit, "done", why, triggers.get(unit))
 
 
-def apply_live(plan: Plan, systemctl: Systemctl, invocations_before: dict[str, str],
-               outcome: Outcome, force_reload: bool = False) -> None:
-    """The daemon-reload (when the caller says one is still due), then one try-restart and
-    one try-reload-or-restart batch."""
-    if force_reload:
-        result = systemctl.daemon_reload()
-        if result.returncode != 0:
-            outcome.warn(f"daemon-reload failed: {_first_line(result.stderr)}")
-    services = sorted(set(plan.restarts) | set(plan.reloads))
-    if not services:
-        return
-    states = read_service_states(systemctl.root, services)
-    actions = live_actions(plan, invocations_before, states)
-    outcome.live = actions
-    for unit, why in actions.skipped.items():
-        report.record("skip", unit, "not restarted", why, {**plan.restarts, **plan.reloads}.get(unit))
-    _batch("restart", actions.try_restart, plan, systemctl.try_restart, systemctl, states, outcome)
-    _batch("reload", actions.try_reload, plan, systemctl.try_reload_or_restart, systemctl, states,
-           outcome)
-    _batch("start", actions.start, plan, systemctl.start, systemctl, states, outcome)
+def failed(outcome: Outcome, kind: str, unit: str, why: str, triggers: Mapping[str, str]) -> None:
+    outcome.warn(f"{kind} of {unit} failed: {why}", unit, kind, triggers.get(unit))

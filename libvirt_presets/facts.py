@@ -7,6 +7,7 @@ reads only these, never dnf or rpm objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping, Protocol
 
 from .units import SYSTEM, VENDOR_DIRS, UnitKey, is_valid_unit_name
 
@@ -61,6 +62,45 @@ class TransactionFacts:
         return TransactionFacts(changes, self.owners_before)
 
 
+class UnitStateLike(Protocol):
+    """What the live planner reads of a service's manager state (ServiceState here, and
+    systemctl.UnitState from `systemctl show`, both have it)."""
+
+    load_state: str
+    active_state: str
+    type: str
+    refuse_manual_stop: bool
+    invocation_id: str
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A service as the manager has it, read without a process (snapshot.read_service_states)."""
+
+    name: str
+    load_state: str = ""
+    active_state: str = ""
+    type: str = ""
+    refuse_manual_stop: bool = False
+    invocation_id: str = ""
+
+
+@dataclass(frozen=True)
+class LiveFacts:
+    """The running manager, as far as the live decisions need it.
+
+    `active_before`: unit -> invocation ID, for every unit running before rpm ran (a new ID
+    means a new start). `states`: the managed services as they are now (after rpm, or before it
+    for a dry run). `triggers`: socket/path/timer -> the service it starts. `guarded`: the units
+    begin() guarded, or None while that is still to decide (before rpm, and the dry run).
+    """
+
+    active_before: Mapping[str, str] = field(default_factory=dict)
+    states: Mapping[str, UnitStateLike] = field(default_factory=dict)
+    triggers: Mapping[str, str] = field(default_factory=dict)
+    guarded: tuple[str, ...] | None = None
+
+
 _UNIT_DIR_SCOPES = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}
 UNIT_DIR_PREFIXES = tuple(_UNIT_DIR_SCOPES)
 
@@ -79,4 +119,4 @@ def units_in_files(files: frozenset[str] | set[str] | list[str]) -> set[UnitKey]
     return found
 
 
-__all__ = ["PackageChange", "TransactionFacts", "units_in_files", "SYSTEM"]
+__all__ = ["LiveFacts", "PackageChange", "ServiceState", "TransactionFacts", "units_in_files", "SYSTEM"]

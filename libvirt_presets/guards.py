@@ -1,26 +1,35 @@
-"""Runtime guards: no package scriptlet may restart a managed service while rpm runs.
+"""Runtime guards: no package scriptlet may stop or restart a managed unit while rpm runs.
 
-Classic `%systemd_postun_with_restart` scriptlets call `systemctl try-restart` from each
-package's %postun, in the middle of the transaction: libvirtd comes back up while its driver
-packages are still old, once per subpackage, and virtlogd is restarted although it must only be
-reloaded. A runtime drop-in with `RefuseManualStop=yes` makes the manager refuse those
-restarts (systemd 252: exit 4, "Operation refused") while reloads still work; after rpm the
-guards go and our batch restarts each service once. Guards live in /run, so a reboot clears
-them even if everything else fails; the journal lists them so resume removes them too.
+Scriptlets stop, restart and reload units in the middle of the transaction: classic
+`%systemd_postun_with_restart` restarts libvirtd from each package's %postun while its driver
+packages are still old, libvirt's `%posttrans` stops libvirtd and restarts its sockets, `%preun`
+runs `disable --now`, and virtlogd is reloaded from %postun and %posttrans. A runtime drop-in
+with `RefuseManualStop=yes` makes the manager refuse every stop and restart (exit 4, "Operation
+refused"); services that libvirt-units restarts or reloads afterwards also get a no-op
+`ExecReload=`, so their one reload is ours. Which units are guarded together is the planner's
+decision (planner.choose_guards). Guards live in /run, so a reboot clears them even if
+everything else fails; the journal lists them so resume removes them too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable
 
 RUNTIME_DIR = "run/systemd/system"
 GUARD_FILE = "50-libvirt-units-guard.conf"
 GUARD_TEXT = """\
 # Written by libvirt-units while an rpm transaction runs; removed when it ends.
-# Refuses restarts from package scriptlets; the plugin restarts the service once afterwards.
+# Refuses stops and restarts from package scriptlets; libvirt-units acts once afterwards.
 [Unit]
 RefuseManualStop=yes
+"""
+# Services the plan restarts or reloads afterwards: a scriptlet's reload is a no-op meanwhile,
+# so that the one reload (or restart) is ours, after every package is in place.
+QUIET_RELOAD_TEXT = """\
+[Service]
+ExecReload=
+ExecReload=/bin/true
 """
 
 
@@ -28,7 +37,11 @@ def guard_path(root: Path, unit: str) -> Path:
     return root / RUNTIME_DIR / f"{unit}.d" / GUARD_FILE
 
 
-def place(root: Path, units: Iterable[str]) -> list[str]:
+def guard_text(unit: str, quiet_reload: bool) -> str:
+    return GUARD_TEXT + (QUIET_RELOAD_TEXT if quiet_reload and unit.endswith(".service") else "")
+
+
+def place(root: Path, units: Iterable[str], quiet_reload: Collection[str] = ()) -> list[str]:
     placed = []
     for unit in units:
         path = guard_path(root, unit)
@@ -36,7 +49,7 @@ def place(root: Path, units: Iterable[str]) -> list[str]:
             raise OSError(f"{path}: a symlink on the way; refusing to write a guard through it")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{GUARD_FILE}.tmp")
-        tmp.write_text(GUARD_TEXT)
+        tmp.write_text(guard_text(unit, unit in quiet_reload))
         tmp.replace(path)
         placed.append(unit)
     return placed

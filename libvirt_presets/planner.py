@@ -1,7 +1,30 @@
-"""The decisions: which units get a preset, whose links are held, what is restarted.
+"""The decisions: which units get a preset, whose links are kept, what is guarded, restarted,
+reloaded, started or stopped.
 
 Pure functions of facts (snapshots, transaction records, config, live unit state) to plans.
-This is the one place to read to learn *why* the plugin did something to a unit.
+This is the one place to read to learn *why* the plugin did something to a unit. The dry run
+and the real run call the same `plan_transaction()`; they differ only in the facts they hand in
+(the dry run's "after" is the host as it is now, which is what the guards keep it at).
+
+The live half, for a booted host (installroot `/`):
+
+- **Guards** (before rpm runs). Package scriptlets stop, restart and reload units in the middle
+  of the transaction: libvirt's `%posttrans` stops libvirtd.service, restarts its sockets and
+  starts it again; `%preun` runs `disable --now`; `%postun` and `%posttrans` both reload
+  virtlogd. A runtime drop-in with `RefuseManualStop=yes` makes the manager refuse every such
+  stop and restart. Guarding only the services is worse than no guard at all: the refused stop
+  leaves libvirtd running, so the sockets' restart cannot start them again ("Socket service
+  libvirtd.service already active, refusing") and `/run/libvirt/libvirt-sock` is gone until the
+  service is restarted. So every unit a scriptlet could leave half-done is guarded together:
+  each running managed service the transaction touches or acts on, each managed socket, path
+  and timer the transaction touches, and each one that starts a guarded service. Services the
+  plan restarts or reloads also get a no-op `ExecReload=` while rpm runs, so that the one
+  reload (or restart) is ours, after every package is in place. Units the transaction removes
+  are never guarded: their packages' `%preun` stops them, as without us.
+- **After rpm**: a service that ran before and whose package changed is restarted once
+  (reloaded once for the `reload` policy); a service that ran before and is stopped now (a
+  leak past the guards, or `guard = no`) is started again; a guarded unit whose file rpm
+  removed after all is stopped; services that were not running stay stopped.
 """
 
 from __future__ import annotations
@@ -9,12 +32,16 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Collection, Mapping, Protocol
 
 from .config import NEVER, RELOAD, Config, is_file_trigger
-from .facts import ERASE, UNIT_DIR_PREFIXES, TransactionFacts, units_in_files
+from .facts import ERASE, UNIT_DIR_PREFIXES, LiveFacts, TransactionFacts, UnitStateLike, units_in_files
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
+
+# Unit types a scriptlet stops or restarts and that we therefore guard.
+GUARDED_TYPES = (".service", ".socket", ".path", ".timer")
+NOTIFY_RELOAD = "notify-reload"  # reloads by signal, not ExecReload=: its reloads are left alone
 
 
 @dataclass(frozen=True)
@@ -29,21 +56,41 @@ class UnitPlan:
 
 
 @dataclass(frozen=True)
+class LiveActions:
+    """What to ask the running manager for. `restart` and `start` go in one `systemctl restart`
+    (a restart starts a stopped unit), `reload` in one `reload-or-restart`, `stop` in one stop."""
+
+    guard: tuple[str, ...] = ()
+    quiet_reload: tuple[str, ...] = ()  # guarded services whose reloads are no-ops while rpm runs
+    restart: tuple[str, ...] = ()
+    reload: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    skipped: Mapping[str, str] = field(default_factory=dict)  # service -> why not
+
+    @property
+    def restart_batch(self) -> tuple[str, ...]:
+        return tuple(sorted(self.restart + self.start))
+
+
+@dataclass(frozen=True)
 class Plan:
     presets: tuple[UnitKey, ...] = ()
     # pre-existing managed units whose enablement must end exactly as before
     kept: tuple[UnitKey, ...] = ()
     # the enablement links of `kept` before the transaction: the state to restore
     kept_links: dict[str, str] = field(default_factory=dict)
-    # restart candidates: service -> package that triggered it
+    # restart and reload candidates by policy: service -> package that triggered it
     restarts: dict[str, str] = field(default_factory=dict)
     reloads: dict[str, str] = field(default_factory=dict)
     daemon_reload: bool = False
+    live: LiveActions = LiveActions()
     rows: tuple[UnitPlan, ...] = ()
 
     @property
-    def empty(self) -> bool:
-        return not (self.presets or self.kept or self.restarts or self.reloads or self.daemon_reload)
+    def triggers(self) -> dict[str, str]:
+        """service -> the package whose change made it a candidate (the journal's TRIGGER_PACKAGE)."""
+        return {**self.restarts, **self.reloads}
 
 
 def _trigger_matches(pattern: str, change_name: str, files: frozenset[str]) -> bool:
@@ -74,15 +121,150 @@ class PresetOracle(Protocol):
     def decide(self, unit_name: str) -> PresetDecisionLike: ...
 
 
+class _Notes:
+    """The per-unit actions and reasons, in the order they were decided."""
+
+    def __init__(self) -> None:
+        self.actions: dict[UnitKey, list[str]] = {}
+        self.reasons: dict[UnitKey, list[str]] = {}
+
+    def __call__(self, unit: UnitKey, action: str, reason: str) -> None:
+        self.actions.setdefault(unit, []).append(action)
+        self.reasons.setdefault(unit, []).append(reason)
+
+
+def _restart_candidates(tx: TransactionFacts, config: Config, kept: set[UnitKey],
+                        units_before: set[UnitKey], after: set[UnitKey]) -> dict[str, str]:
+    """Services to restart or reload: a pre-existing, still present service whose package
+    changed, or one named by a configured trigger (package glob or file glob)."""
+    done = [c for c in tx.changes if c.done]
+    upgraded = {c.name for c in done if c.inbound}  # names whose incoming half counts already
+    candidates: dict[str, str] = {}
+    for unit, change in tx.units_shipped().items():
+        if change.done and unit.scope == SYSTEM and unit in kept and unit.name.endswith(".service"):
+            candidates.setdefault(unit.name, change.nevra)
+    for pattern, services in config.triggers.items():
+        for change in done:
+            if change.action == ERASE and change.name in upgraded:
+                continue  # the upgrade's outgoing half: the incoming half already counts
+            if _trigger_matches(pattern, change.name, change.files):
+                for service in services:
+                    key = UnitKey(SYSTEM, service)
+                    if key in units_before and key in after:
+                        candidates.setdefault(service, change.nevra)
+    return candidates
+
+
+def touched_units(kept: Collection[UnitKey], tx: TransactionFacts) -> set[str]:
+    """Kept system units a package of the transaction ships now or owned before: the units its
+    scriptlets act on."""
+    outgoing = {c.nevra for c in tx.changes if not c.inbound}
+    shipped = tx.units_shipped()
+    return {u.name for u in kept if u.scope == SYSTEM
+            and (u in shipped or tx.owners_before.get(u) in outgoing)}
+
+
+def choose_guards(kept: Collection[UnitKey], tx: TransactionFacts, acted_on: Collection[str],
+                  live: LiveFacts) -> tuple[str, ...]:
+    """The units to guard while rpm runs (see the module docstring): running services the
+    transaction touches or acts on, the sockets, paths and timers it touches, and those that
+    start a guarded service. Only units that exist before and after."""
+    kept_names = {u.name for u in kept if u.scope == SYSTEM and u.name.endswith(GUARDED_TYPES)}
+    touched = touched_units(kept, tx) & kept_names
+    services = {s for s in kept_names if s.endswith(".service") and s in live.active_before
+                and (s in touched or s in acted_on)}
+    others = {u for u in kept_names if not u.endswith(".service")
+              and (u in touched or live.triggers.get(u) in services)}
+    return tuple(sorted(services | others))
+
+
+def _guard_reason(unit: str, touched: set[str]) -> str:
+    if unit.endswith(".service"):
+        why = "a package of the transaction ships it" if unit in touched else "the plan acts on it"
+        return f"running; {why}: stops and restarts by scriptlets refused while rpm runs"
+    if unit in touched:
+        return "a package of the transaction ships it: stops by scriptlets refused while rpm runs"
+    return "starts a guarded service: stops by scriptlets refused while rpm runs"
+
+
+def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: set[UnitKey],
+              tx: TransactionFacts, config: Config, live: LiveFacts,
+              note: Callable[[UnitKey, str, str], None]) -> LiveActions:
+    """Every live action, from the facts: what to guard while rpm runs, then what to restart,
+    reload, start again and stop once it is over."""
+    acting = config.restarts
+    guarded: tuple[str, ...] = ()
+    if live.guarded is not None:
+        guarded = live.guarded
+    elif acting and config.guard:
+        guarded = choose_guards(kept, tx, candidates, live)
+    touched = touched_units(kept, tx)
+    for unit in guarded:
+        note(UnitKey(SYSTEM, unit), "guard", _guard_reason(unit, touched))
+
+    restart: list[str] = []
+    reload: list[str] = []
+    start: list[str] = []
+    skipped: dict[str, str] = {}
+
+    def skip(service: str, why: str) -> None:
+        skipped[service] = why
+        note(UnitKey(SYSTEM, service), "none", why)
+
+    for service, trigger in sorted(candidates.items()) if acting else ():
+        policy = config.policy(service)
+        st = live.states.get(service)
+        if policy == NEVER:
+            skip(service, f"{trigger} changed; policy never")
+        elif st is None or st.load_state != "loaded":
+            skip(service, f"{trigger} changed; not loaded by the manager")
+        elif st.type == "oneshot":
+            skip(service, f"{trigger} changed; oneshot unit: never restarted")
+        elif service not in live.active_before:
+            skip(service, f"{trigger} changed; not running before the transaction: left stopped")
+        elif st.active_state not in ("active", "reloading", "activating"):
+            start.append(service)
+            note(UnitKey(SYSTEM, service), "start",
+                 f"{trigger} changed; running before the transaction, stopped during it")
+        elif st.refuse_manual_stop:
+            skip(service, f"{trigger} changed; RefuseManualStop=yes: never restarted")
+        elif live.active_before[service] != st.invocation_id:
+            skip(service, f"{trigger} changed; already restarted during the transaction")
+        elif policy == RELOAD:
+            reload.append(service)
+            note(UnitKey(SYSTEM, service), "reload", f"{trigger} changed; policy reload")
+        else:
+            restart.append(service)
+            note(UnitKey(SYSTEM, service), "restart", f"{trigger} changed")
+
+    # Any other managed service that ran before and is stopped now is started again.
+    kept_services = {u.name for u in kept if u.scope == SYSTEM and u.name.endswith(".service")}
+    for service in sorted(kept_services & set(live.active_before) - set(candidates)) if acting else ():
+        st = live.states.get(service)
+        if (st is not None and st.load_state == "loaded" and st.type != "oneshot"
+                and st.active_state not in ("active", "reloading", "activating")
+                and config.policy(service) != NEVER):
+            start.append(service)
+            note(UnitKey(SYSTEM, service), "start", "running before the transaction, stopped during it")
+
+    stop = [u for u in guarded if UnitKey(SYSTEM, u) not in after]
+    for unit in stop:
+        note(UnitKey(SYSTEM, unit), "stop", "guarded while rpm ran, but rpm removed its unit file")
+    quiet = tuple(s for s in guarded if s in candidates and config.policy(s) != NEVER
+                  and getattr(live.states.get(s), "type", "") != NOTIFY_RELOAD)
+    return LiveActions(guarded, quiet, tuple(restart), tuple(reload), tuple(sorted(start)),
+                       tuple(stop), skipped)
+
+
 def plan_transaction(
     before: Snapshot,
     units_after: set[UnitKey] | dict[UnitKey, str],
     tx: TransactionFacts,
     config: Config,
     presets: Mapping[str, PresetOracle] | None = None,
-    live: bool = True,
+    live: LiveFacts | None = None,
 ) -> Plan:
-    """Decide presets, held enablement and restart candidates for one transaction.
+    """Decide presets, kept enablement and, on a live host (`live`), every live action.
 
     A unit is new when its file was absent before and is present after, whichever package
     ships it: moves between packages, renames, reinstalls and downgrades are not new.
@@ -96,17 +278,7 @@ def plan_transaction(
     gone = sorted(u for u in managed if u in units_before and u not in after)
 
     shipped = tx.units_shipped()
-    done = [c for c in tx.changes if c.done]
-    kept_set = set(kept)
-    upgraded = {c.name for c in done if c.inbound}  # names whose incoming half counts already
-    restarts: dict[str, str] = {}
-    reloads: dict[str, str] = {}
-    reasons: dict[UnitKey, list[str]] = {}
-    actions: dict[UnitKey, list[str]] = {}
-
-    def note(unit: UnitKey, action: str, reason: str) -> None:
-        actions.setdefault(unit, []).append(action)
-        reasons.setdefault(unit, []).append(reason)
+    note = _Notes()
 
     to_preset = tuple(new_units) if config.presets else ()
     for unit in new_units:
@@ -128,35 +300,19 @@ def plan_transaction(
     for unit in gone:
         note(unit, "none", "unit file removed by the transaction")
 
-    # Restart candidates: a pre-existing, still present service whose package changed...
-    candidates: dict[str, str] = {}
-    for unit, change in shipped.items():
-        if change.done and unit.scope == SYSTEM and unit in kept_set and unit.name.endswith(".service"):
-            candidates.setdefault(unit.name, change.nevra)
-    # ...or one named by a configured trigger (package glob or file glob).
-    for pattern, services in config.triggers.items():
-        for change in done:
-            if change.action == ERASE and change.name in upgraded:
-                continue  # the upgrade's outgoing half: the incoming half already counts
-            if _trigger_matches(pattern, change.name, change.files):
-                for service in services:
-                    key = UnitKey(SYSTEM, service)
-                    if key in units_before and key in after:
-                        candidates.setdefault(service, change.nevra)
-    if config.restarts and live:  # an installroot has no running services to restart
-        for service, trigger in sorted(candidates.items()):
-            key = UnitKey(SYSTEM, service)
+    restarts: dict[str, str] = {}
+    reloads: dict[str, str] = {}
+    actions = LiveActions()
+    if live is not None:  # an installroot has no running services
+        candidates = _restart_candidates(tx, config, set(kept), units_before, after)
+        for service, trigger in candidates.items():
             policy = config.policy(service)
-            if policy == NEVER:
-                note(key, "none", f"{trigger} changed; policy never")
-            elif policy == RELOAD:
+            if policy == RELOAD:
                 reloads[service] = trigger
-                note(key, "reload", f"{trigger} changed; policy reload")
-            else:
+            elif policy != NEVER:
                 restarts[service] = trigger
-                note(key, "restart", f"{trigger} changed")
+        actions = plan_live(candidates, kept, after, tx, config, live, note)
 
-    unit_files_changed = bool(new_units or gone or shipped)
     def owner_after(u: UnitKey) -> str | None:
         if u in shipped:
             return shipped[u].nevra
@@ -167,10 +323,10 @@ def plan_transaction(
             unit=u,
             package_before=tx.owners_before.get(u),
             package_after=owner_after(u),
-            actions=tuple(actions[u]),
-            reasons=tuple(reasons[u]),
+            actions=tuple(note.actions[u]),
+            reasons=tuple(note.reasons[u]),
         )
-        for u in sorted(actions)
+        for u in sorted(note.actions)
     )
     return Plan(
         presets=to_preset,
@@ -178,7 +334,8 @@ def plan_transaction(
         kept_links=links_of(before.links, set(held)),
         restarts=restarts,
         reloads=reloads,
-        daemon_reload=unit_files_changed,
+        daemon_reload=bool(new_units or gone or shipped),
+        live=actions,
         rows=rows,
     )
 
@@ -202,59 +359,23 @@ def link_repairs(wanted: dict[str, str], now: dict[str, str], units: set[UnitKey
     return sorted(repairs, key=lambda r: r.link)
 
 
-class UnitStateLike(Protocol):
-    """What live_actions reads of a unit's manager state (systemctl.UnitState has it)."""
+def batch_retries(kind: str, units: Collection[str], before: Mapping[str, str],
+                  now: Mapping[str, UnitStateLike]) -> tuple[list[str], list[str]]:
+    """After a failed batch: (units it did, units to try again one by one).
 
-    load_state: str
-    active_state: str
-    type: str
-    refuse_manual_stop: bool
-    invocation_id: str
-
-
-@dataclass(frozen=True)
-class LiveActions:
-    """What to ask the running manager for, after the transaction."""
-
-    try_restart: tuple[str, ...] = ()
-    try_reload: tuple[str, ...] = ()
-    start: tuple[str, ...] = ()
-    skipped: dict[str, str] = field(default_factory=dict)  # service -> why not
-
-
-def live_actions(plan: Plan, invocations_before: Mapping[str, str],
-                 after: Mapping[str, UnitStateLike]) -> LiveActions:
-    """Filter restart/reload candidates by what the manager says now.
-
-    Stopped units are never started, except one the transaction itself stopped (an old
-    package's `%preun disable --now` during a rename). A unit that a scriptlet started or
-    restarted during the transaction is recognised by its new invocation ID: it already runs
-    the new code and is not restarted again.
+    systemctl runs every job of a batch even when one of them fails (`restart a b bad` restarts
+    a and b, then exits non-zero), so the manager's word decides which units are done: a
+    running unit with a new invocation ID (a restart or start), or a reload that succeeded.
     """
-    restart: list[str] = []
-    reload: list[str] = []
-    start: list[str] = []
-    skipped: dict[str, str] = {}
-    for service in sorted(set(plan.restarts) | set(plan.reloads)):
-        st = after.get(service)
-        if st is None or st.load_state != "loaded":
-            skipped[service] = "not loaded by the manager"
-        elif st.type == "oneshot":
-            skipped[service] = "oneshot unit: never restarted"
-        elif st.refuse_manual_stop:
-            skipped[service] = "RefuseManualStop=yes: never restarted"
-        elif st.active_state not in ("active", "reloading", "activating"):
-            if service in invocations_before:
-                start.append(service)
-            else:
-                skipped[service] = "not running: left stopped"
-        elif invocations_before.get(service) != st.invocation_id:
-            skipped[service] = "already (re)started during the transaction"
-        elif service in plan.reloads:
-            reload.append(service)
-        else:
-            restart.append(service)
-    return LiveActions(tuple(restart), tuple(reload), tuple(start), skipped)
+    did: list[str] = []
+    again: list[str] = []
+    for unit in sorted(units):
+        st = now.get(unit)
+        active = st is not None and st.active_state == "active"
+        renewed = active and st is not None and st.invocation_id != before.get(unit)
+        reloaded = active and getattr(st, "reload_result", "") == "success"
+        (did if renewed or (kind == "reload" and reloaded) else again).append(unit)
+    return did, again
 
 
 def predict_units_after(units_before: set[UnitKey] | dict[UnitKey, str], tx: TransactionFacts) -> set[UnitKey]:
@@ -266,8 +387,3 @@ def predict_units_after(units_before: set[UnitKey] | dict[UnitKey, str], tx: Tra
     leaving = set().union(*(units_in_files(c.files) for c in tx.changes if not c.inbound))
     arriving = set().union(*(units_in_files(c.files) for c in tx.incoming))
     return (set(units_before) - leaving) | arriving
-
-
-def guard_candidates(plan: Plan, invocations_before: Mapping[str, str]) -> tuple[str, ...]:
-    """Running services the transaction will restart or reload: guard them while rpm runs."""
-    return tuple(sorted(s for s in set(plan.restarts) | set(plan.reloads) if s in invocations_before))

@@ -42,12 +42,12 @@ def row_json(row: UnitPlan, extra: dict[str, Any] | None = None) -> dict[str, An
 
 
 def plan_json(plan: Plan, command: str, root: str, enablement: dict[str, str] | None = None,
-              transaction: Sequence[dict[str, str]] = (), guards: Sequence[str] = ()) -> dict[str, Any]:
+              transaction: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
     enablement = enablement or {}
     units = [row_json(r, {"enablement": enablement[str(r.unit)]} if str(r.unit) in enablement else None)
              for r in plan.rows]
     return {"command": command, "root": root, "transaction": list(transaction), "units": units,
-            "problems": [], "guards": list(guards)}
+            "problems": [], "guards": list(plan.live.guard)}
 
 
 def status_json(statuses: Iterable[UnitStatus], root: str) -> dict[str, Any]:
@@ -83,16 +83,16 @@ class Table:
         return "\n".join(lines)
 
 
-def plan_table(plan: Plan, enablement: dict[str, str], guards: Sequence[str] = ()) -> str:
+def plan_table(plan: Plan, enablement: dict[str, str]) -> str:
     table = Table(("unit", "package before -> after", "now", "actions", "why"))
     for r in plan.rows:
         change = f"{_short(r.package_before)} -> {_short(r.package_after)}"
         table.rows.append((str(r.unit), change, enablement.get(str(r.unit), ""), ", ".join(r.actions),
                            "; ".join(r.reasons)))
     text = str(table) if table.rows else "no managed unit is touched by this transaction"
-    if guards:
-        text += ("\nguarded against restarts while rpm runs (restarted/reloaded once afterwards): "
-                 + " ".join(guards))
+    if plan.live.guard:
+        text += ("\nguarded against stops and restarts by scriptlets while rpm runs: "
+                 + " ".join(plan.live.guard))
     return text
 
 

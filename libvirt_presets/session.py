@@ -13,16 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from . import executor, journal, render, report, rpmdb, rpmdiff, state
 from . import guards as runtime_guards
-from . import journal, render, report, rpmdb, rpmdiff, state
 from .config import Config
-from .executor import Outcome, apply_live, apply_presets, hold_enablement
-from .facts import PackageChange, TransactionFacts
-from .planner import Plan, files_that_matter, guard_candidates, plan_transaction, predict_units_after
+from .executor import Outcome, apply_presets
+from .facts import LiveFacts, PackageChange, TransactionFacts
+from .planner import (
+    Plan,
+    batch_retries,
+    files_that_matter,
+    link_repairs,
+    plan_transaction,
+    predict_units_after,
+)
 from .presets import load_presets
-from .snapshot import Snapshot, read_invocations, take_snapshot
+from .snapshot import Snapshot, read_invocations, read_live_facts, scan_links, take_snapshot
 from .systemctl import Systemctl
-from .units import SYSTEM, USER
+from .units import SYSTEM, USER, UnitKey
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
 
@@ -67,6 +74,10 @@ class Pending:
     record: dict = field(default_factory=dict)
 
 
+def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
+    return [u for u in snapshot.units if u in config.scope]
+
+
 def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> Pending:
     checkpoint("snapshot")
     before = take_snapshot(root)
@@ -76,43 +87,51 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
     invocations = read_invocations(root) if live and config.restarts else {}
     guards: tuple[str, ...] = ()
+    quiet: tuple[str, ...] = ()
     if live and config.restarts and config.guard:
-        predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, config)
-        guards = guard_candidates(predicted, invocations)
+        now = read_live_facts(root, before, managed, invocations, guarded=None)
+        predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, config, live=now)
+        guards, quiet = predicted.live.guard, predicted.live.quiet_reload
     record = journal.encode(before, facts, live=live, invocations=invocations,
                             rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
                             keep_file=files_that_matter(config))
     journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
     if guards:
-        guard_services(root, guards)
+        guard_units(root, guards, quiet)
     checkpoint("after-snapshot")
     return Pending(root, config, live, before, facts, invocations, record)
 
 
-def guard_services(root: Path, services: tuple[str, ...]) -> None:
+def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
     try:
-        placed = runtime_guards.place(root, services)
+        placed = runtime_guards.place(root, units, quiet_reload)
     except OSError as exc:  # no guard is better than no transaction: the batch still runs after
-        report.warn(f"cannot guard services while rpm runs: {exc}")
-        runtime_guards.remove(root, services)
+        report.warn(f"cannot guard units while rpm runs: {exc}")
+        runtime_guards.remove(root, units)
         return
     result = Systemctl(root).daemon_reload()
     if result.returncode != 0:
         report.warn(f"daemon-reload after placing guards failed: {result.stderr.strip()}")
-    report.log.info("libvirt-units: guarding %s against restarts while rpm runs", " ".join(placed))
+    report.log.info("libvirt-units: guarding %s against stops and restarts while rpm runs", " ".join(placed))
 
 
-def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Snapshot]:
-    """The plan from the facts and the root as it is now (preset files included)."""
+def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, LiveFacts | None]:
+    """The plan from the facts and the root as it is now (preset files and, on a live host,
+    the services' states included)."""
     after = take_snapshot(pending.root)
     facts = pending.facts.with_done(done_nevras)
     presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
-    plan = plan_transaction(pending.before, after.units, facts, pending.config, presets, pending.live)
+    live = None
+    if pending.live:
+        guarded = tuple(pending.record.get("guards", []))
+        live = read_live_facts(pending.root, after, _managed(after, pending.config),
+                               pending.invocations_before, guarded)
+    plan = plan_transaction(pending.before, after.units, facts, pending.config, presets, live)
     # Bad lines in the preset files matter when a preset is applied: one warning line each, once.
     scopes = sorted({unit.scope for unit in plan.presets})
     for problem in dict.fromkeys(p for scope in scopes for p in presets[scope].problems):
         report.warn(problem)
-    return plan, after
+    return plan, live
 
 
 def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
@@ -121,15 +140,54 @@ def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
     data["outcome"] = {
         "preset": outcome.preset,
         "restored_links": [{"link": r.link, "target": r.target} for r in outcome.repaired],
-        "restarted": list(outcome.live.try_restart) if outcome.live else [],
-        "reloaded": list(outcome.live.try_reload) if outcome.live else [],
-        "started": list(outcome.live.start) if outcome.live else [],
+        "restarted": outcome.live.get("restart", []),
+        "reloaded": outcome.live.get("reload", []),
+        "started": outcome.live.get("start", []),
+        "stopped": outcome.live.get("stop", []),
         "warnings": outcome.warnings,
     }
     try:
         state.write_json(root, state.LAST_TRANSACTION, data, durable=False)  # a report, not state
     except OSError as exc:
         report.warn(f"cannot record the transaction in {state.state_dir(root)}: {exc}")
+
+
+def restore_links(root: Path, plan: Plan, outcome: Outcome) -> int:
+    """Compare the kept units' links with how they are now and put them back (planner's
+    link_repairs on a fresh scan); returns how many links changed."""
+    if not plan.kept:
+        return 0
+    repairs = link_repairs(plan.kept_links, scan_links(root), set(plan.kept))
+    return executor.restore_links(root, plan, repairs, outcome)
+
+
+def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outcome) -> None:
+    """The planned batches, one systemctl call each. A batch that fails is retried unit by unit
+    for the units the manager says it did not do (planner.batch_retries), so one bad unit
+    spoils nothing and no unit is restarted twice."""
+    actions, triggers = plan.live, plan.triggers
+    for unit, why in actions.skipped.items():
+        report.record("skip", unit, "not restarted", why, triggers.get(unit), level=logging.DEBUG)
+    before = {s: st.invocation_id for s, st in live.states.items()}
+    for kind, units in (("restart", actions.restart_batch), ("reload", actions.reload), ("stop", actions.stop)):
+        if not units:
+            continue
+        result = executor.run_batch(systemctl, kind, units)
+        if result.returncode == 0:
+            executor.done(outcome, kind, units, triggers, actions.start)
+            continue
+        if kind == "stop":
+            for unit in units:
+                executor.failed(outcome, kind, unit, executor.first_line(result.stderr), triggers)
+            continue
+        did, again = batch_retries(kind, units, before, systemctl.show(units))
+        executor.done(outcome, kind, did, triggers, actions.start)
+        for unit in again:
+            single = executor.run_batch(systemctl, kind, [unit])
+            if single.returncode == 0:
+                executor.done(outcome, kind, [unit], triggers, actions.start)
+            else:
+                executor.failed(outcome, kind, unit, executor.first_line(single.stderr), triggers)
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
@@ -146,7 +204,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
         if record:
             journal.mark_done(root, record, name)
 
-    # First of all, whatever fails later: no service may stay guarded.
+    # First of all, whatever fails later: no unit may stay guarded.
     guards = record.get("guards", [])
     unguarded = runtime_guards.remove(root, guards) if "unguard" not in done else []
     step("unguard")
@@ -155,32 +213,32 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     # files are already gone (a run killed after removing them, before reloading).
     reload_for_guards = bool(guards) and "live" not in done
     checkpoint("finish")
-    plan, _ = plan_after(pending, done_nevras)
-    triggers = {**plan.restarts, **plan.reloads}
+    plan, live = plan_after(pending, done_nevras)
+    packages = {r.unit.name: r.package_after or r.package_before for r in plan.rows if r.unit.scope == SYSTEM}
     for unit in unguarded:
-        report.record("unguard", unit, "done", "the rpm transaction is over", triggers.get(unit),
-                      level=logging.DEBUG)
+        report.record("unguard", unit, "done", "the rpm transaction is over",
+                      plan.triggers.get(unit) or packages.get(unit), level=logging.DEBUG)
     outcome = Outcome()
     systemctl = systemctl or Systemctl(root)
-    live = pending.live  # decided once: begin() (or resume) asked whether this root is a live host
     # Links first, then presets: on a live host the preset call reloads the manager itself, and
     # that one reload covers the new unit files, the restored links and the removed guards.
-    hold_enablement(plan, root, outcome)
+    restore_links(root, plan, outcome)
     reloaded = False
     if "presets" not in done:
-        reloaded = apply_presets(plan, systemctl, outcome, reload=live)
+        reloaded = apply_presets(plan, systemctl, outcome, reload=pending.live)
         step("presets")
     checkpoint("mid-actions")
     # A new unit's Also= may have touched an old unit's links: put them back once more.
-    repaired_late = hold_enablement(plan, root, outcome) if outcome.preset else 0
+    repaired_late = restore_links(root, plan, outcome) if outcome.preset else 0
     step("links")
     changed = plan.daemon_reload or bool(outcome.repaired) or reload_for_guards
-    reload_due = (changed and not reloaded) or repaired_late > 0
-    if pending.live and pending.config.restarts and "live" not in done:
-        apply_live(plan, systemctl, pending.invocations_before, outcome, force_reload=reload_due)
+    if pending.live and ((changed and not reloaded) or repaired_late > 0):
+        result = systemctl.daemon_reload()
+        if result.returncode != 0:
+            outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")
+    if live is not None and "live" not in done:
+        apply_live(plan, live, systemctl, outcome)
         step("live")
-    elif reload_due and live:
-        systemctl.daemon_reload()
     record_outcome(root, plan, outcome)
     journal.clear(root)
     return outcome

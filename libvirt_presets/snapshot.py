@@ -14,8 +14,9 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
-from .systemctl import UnitState
+from .facts import LiveFacts, ServiceState
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, VENDOR_DIRS, UnitKey, is_valid_unit_name, template_of
 
 
@@ -223,11 +224,11 @@ def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[st
     return settings
 
 
-def read_service_states(root: Path, services: list[str]) -> dict[str, UnitState]:
+def read_service_states(root: Path, services: list[str]) -> dict[str, ServiceState]:
     """The manager state the restart decision needs, read without spawning a process.
 
     Active and invocation ID from /run/systemd/units (the manager keeps an invocation link for
-    every active unit and renews it on each start); Type= and RefuseManualStop= from the unit
+    every active service and renews it on each start); Type= and RefuseManualStop= from the unit
     file and its drop-ins. Saves the `systemctl show` round trip in every transaction.
     """
     snap = Snapshot(units={UnitKey(SYSTEM, s): p for s in services
@@ -237,7 +238,7 @@ def read_service_states(root: Path, services: list[str]) -> dict[str, UnitState]
     for service in services:
         key = UnitKey(SYSTEM, service)
         settings = read_unit_settings(root, snap, key) if key in snap.units else {}
-        states[service] = UnitState(
+        states[service] = ServiceState(
             name=service,
             load_state="loaded" if key in snap.units else "not-found",
             active_state="active" if service in invocations else "inactive",
@@ -246,6 +247,32 @@ def read_service_states(root: Path, services: list[str]) -> dict[str, UnitState]
             invocation_id=invocations.get(service, ""),
         )
     return states
+
+
+def read_live_facts(root: Path, snapshot: Snapshot, managed: Iterable[UnitKey], active_before: dict[str, str],
+                    guarded: tuple[str, ...] | None) -> LiveFacts:
+    """The live facts of the managed system units of `snapshot`: the services' states now and,
+    while the guards are still to choose (`guarded` None), which service each socket, path and
+    timer starts."""
+    units = [u for u in managed if u.scope == SYSTEM]
+    services = sorted(u.name for u in units if u.name.endswith(".service"))
+    triggers = read_triggers(root, snapshot, units) if guarded is None else {}
+    return LiveFacts(active_before, read_service_states(root, services), triggers, guarded)
+
+
+def read_triggers(root: Path, snapshot: Snapshot, units: Iterable[UnitKey]) -> dict[str, str]:
+    """socket/path/timer -> the service it starts (`Service=` / `Unit=`, else the same name
+    with .service), for the system units given: the partners a guard must not split."""
+    found = {}
+    for key in units:
+        stem, dot, kind = key.name.rpartition(".")
+        if key.scope != SYSTEM or kind not in ("socket", "path", "timer") or key not in snapshot.units:
+            continue
+        settings = read_unit_settings(root, snapshot, key)
+        named = settings.get("Service" if kind == "socket" else "Unit") or [f"{stem}.service"]
+        if is_valid_unit_name(named[-1]):
+            found[key.name] = named[-1]
+    return found
 
 
 def _vendor_path(root: Path, name: str) -> str | None:

@@ -222,3 +222,13 @@ class Systemctl:
 
     def start(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
         return self._live("start", units=units)
+
+    def restart(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """Restarts the running units and starts the stopped ones."""
+        return self._live("restart", units=units)
+
+    def reload_or_restart(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return self._live("reload-or-restart", units=units)
+
+    def stop(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return self._live("stop", units=units)

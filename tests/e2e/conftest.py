@@ -51,6 +51,12 @@ def bare_pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
     return build_pool(tmp_path_factory.mktemp("pool-bare"), "bare")
 
 
+@pytest.fixture(scope="session")
+def libvirt_pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
+    """Every fixture package with the shapes of libvirt's own scriptlets (fixtures.libvirt_scriptlets)."""
+    return build_pool(tmp_path_factory.mktemp("pool-libvirt"), "libvirt")
+
+
 @pytest.fixture
 def root(tmp_path: Path, classic_pool: Pool) -> InstallRoot:
     """A fresh installroot with fixture-root and fixture-presets installed."""

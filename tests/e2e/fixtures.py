@@ -4,10 +4,14 @@ The catalog is plain data (``catalog(version)``); ``build_pool`` turns it into s
 builds them with the real ``rpmbuild`` (one spec per version, every package a subpackage, all
 specs in parallel); ``Pool.make_repo`` publishes a chosen subset with ``createrepo_c``.
 
-Two scriptlet styles exist because the plugin must cope with both kinds of packages:
+Three scriptlet styles exist because the plugin must cope with every kind of package:
 ``classic`` spells out Fedora's ``%systemd_post``/``%systemd_preun``/``%systemd_postun`` macros
-(Debian's rpm has no systemd macros), ``bare`` has no unit scriptlets at all.  Both styles build
-the same NEVRAs, so each style lives in its own pool directory.
+(Debian's rpm has no systemd macros), ``bare`` has no unit scriptlets at all, and ``libvirt``
+has the shapes of libvirt's own spec file (see ``libvirt_scriptlets``): restarts scheduled in
+``%pre`` and done in ``%posttrans``, libvirtd stopped with its sockets restarted and started
+again, virtlogd/virtlockd reloaded from ``%postun`` *and* ``%posttrans``, sockets with
+``RemoveOnStop=yes``.  All styles build the same NEVRAs, so each style lives in its own pool
+directory.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-STYLES = ("classic", "bare")
+STYLES = ("classic", "bare", "libvirt")
 VERSIONS = ("9.0.0", "9.1.0", "9.2.0")
 INFRA_VERSION = "1"
 RELEASE = "1"
@@ -329,10 +333,10 @@ def virsh_script(version: str) -> str:
 # Unit files
 
 
-def unit_text(unit: str, package: FixturePackage, user: bool = False) -> str:
+def unit_text(unit: str, package: FixturePackage, user: bool = False, style: str = "classic") -> str:
     if unit.endswith(".socket"):
-        return socket_text(unit, user)
-    return service_text(unit, package, user)
+        return socket_text(unit, user, style)
+    return service_text(unit, package, user, style)
 
 
 def split_socket(unit: str) -> tuple[str, str]:
@@ -344,7 +348,7 @@ def split_socket(unit: str) -> tuple[str, str]:
     return stem, ""
 
 
-def service_text(unit: str, package: FixturePackage, user: bool) -> str:
+def service_text(unit: str, package: FixturePackage, user: bool, style: str = "classic") -> str:
     daemon = unit.removesuffix(".service")
     wanted_by = "default.target" if user else "multi-user.target"
     if daemon == "libvirt-guests":
@@ -355,9 +359,12 @@ def service_text(unit: str, package: FixturePackage, user: bool) -> str:
             f"[Install]\nWantedBy={wanted_by}\n"
         )
     # "$$$$" in the unit file: systemd turns "$$" into "$", so sh sees "$$" (its own PID).
-    lines = [
-        "[Unit]",
-        f"Description=fixture {daemon}",
+    shipped = package.user_units if user else package.units
+    also = [s for s in (f"{daemon}{x}.socket" for x in LOCAL_SOCKETS) if s in shipped]
+    lines = ["[Unit]", f"Description=fixture {daemon}"]
+    if style == "libvirt" and also:  # as libvirtd.service: a start pulls its sockets in first
+        lines += [f"Wants={' '.join(also)}", f"After={' '.join(also)}"]
+    lines += [
         "",
         "[Service]",
         "Type=simple",
@@ -365,15 +372,13 @@ def service_text(unit: str, package: FixturePackage, user: bool) -> str:
     ]
     if unit in RELOADABLE:
         lines.append(f"ExecReload=/bin/sh -c 'echo \"reload {daemon}\" >> {EVENTS_LOG}'")
-    shipped = package.user_units if user else package.units
-    also = [s for s in (f"{daemon}{x}.socket" for x in LOCAL_SOCKETS) if s in shipped]
     lines += ["", "[Install]", f"WantedBy={wanted_by}"]
     if also:
         lines.append("Also=" + " ".join(also))
     return "\n".join(lines) + "\n"
 
 
-def socket_text(unit: str, user: bool) -> str:
+def socket_text(unit: str, user: bool, style: str = "classic") -> str:
     daemon, suffix = split_socket(unit)
     stem = SHARED_SOCKET_STEM.get(daemon, daemon)
     run_dir = "%t/libvirt" if user else "/run/libvirt"
@@ -386,7 +391,8 @@ def socket_text(unit: str, user: bool) -> str:
     }[suffix]
     return (
         f"[Unit]\nDescription=fixture {unit}\n\n"
-        f"[Socket]\nListenStream={listen}\nService={daemon}.service\n\n"
+        f"[Socket]\nListenStream={listen}\nService={daemon}.service\n"
+        + ("RemoveOnStop=yes\n" if style == "libvirt" else "") + "\n"
         "[Install]\nWantedBy=sockets.target\n"
     )
 
@@ -410,6 +416,9 @@ def scriptlets(pkg: FixturePackage, style: str) -> dict[str, str]:
     if style not in STYLES:
         raise ValueError(f"unknown scriptlet style {style!r}; known: {STYLES}")
     sections: dict[str, list[str]] = {"pre": [], "post": [], "preun": [], "postun": [], "posttrans": []}
+    if style == "libvirt":
+        for section, lines in libvirt_scriptlets(pkg).items():
+            sections[section] += lines
     if style == "classic":
         if pkg.units:
             units = " ".join(pkg.units)
@@ -431,13 +440,54 @@ def scriptlets(pkg: FixturePackage, style: str) -> dict[str, str]:
     return {name: "\n".join(body) for name, body in sections.items() if body}
 
 
-def package_files(pkg: FixturePackage) -> dict[str, tuple[str, int]]:
+RESTART_STATE = "/var/lib/rpm-state/libvirt"
+
+
+def libvirt_scriptlets(pkg: FixturePackage) -> dict[str, list[str]]:
+    """The shapes of libvirt's own scriptlets (libvirt.spec, 9.x):
+
+    - ``%post``: ``%systemd_post`` (preset on first install); ``%preun``: ``%systemd_preun``
+      (``disable --now`` on erase, also when a rename or a move takes the units over);
+    - a restart scheduled in ``%pre`` (a marker file if the service runs) and done in
+      ``%posttrans`` (``try-restart``); for libvirtd: stop the service, ``try-restart`` its
+      sockets, start it again (the monolithic daemon's socket conversion);
+    - virtlogd/virtlockd: ``reload-or-try-restart`` in ``%postun``, ``try-reload-or-restart`` in
+      ``%posttrans``: two reloads per upgrade from the scriptlets alone.
+    """
+    out: dict[str, list[str]] = {"pre": [], "post": [], "preun": [], "postun": [], "posttrans": []}
+    if not pkg.units:
+        return out
+    units = " ".join(pkg.units)
+    out["post"].append(when("-eq 1", f"systemctl --no-reload preset {units}"))
+    out["preun"].append(when("-eq 0", f"systemctl --no-reload disable --now {units}"))
+    for service in pkg.services:
+        daemon = service.removesuffix(".service")
+        marker = f"{RESTART_STATE}/restart-{daemon}"
+        if service in RELOADABLE:
+            out["postun"].append(when("-ge 1", f"systemctl reload-or-try-restart {service}"))
+            out["posttrans"].append(f"systemctl try-reload-or-restart {service} >/dev/null 2>&1 || :")
+            continue
+        if daemon == "libvirt-guests":
+            continue
+        out["pre"].append(f"if [ $1 -gt 1 ] && systemctl is-active --quiet {service}; then "
+                          f"mkdir -p {RESTART_STATE} && : > {marker}; fi; :")
+        if daemon == "libvirtd":
+            sockets = " ".join(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS)
+            restart = (f"systemctl stop {service}; systemctl try-restart {sockets}; "
+                       f"systemctl start {service}")
+        else:
+            restart = f"systemctl try-restart {service}"
+        out["posttrans"].append(f"if [ -f {marker} ]; then rm -f {marker}; {{ {restart}; }} >/dev/null 2>&1; fi; :")
+    return out
+
+
+def package_files(pkg: FixturePackage, style: str = "classic") -> dict[str, tuple[str, int]]:
     """Every generated file of pkg: path -> (text, mode)."""
     files = {path: (text, mode) for path, text, mode in pkg.files}
     for unit in pkg.units:
-        files[f"{SYSTEM_UNIT_DIR}/{unit}"] = (unit_text(unit, pkg), 0o644)
+        files[f"{SYSTEM_UNIT_DIR}/{unit}"] = (unit_text(unit, pkg, style=style), 0o644)
     for unit in pkg.user_units:
-        files[f"{USER_UNIT_DIR}/{unit}"] = (unit_text(unit, pkg, user=True), 0o644)
+        files[f"{USER_UNIT_DIR}/{unit}"] = (unit_text(unit, pkg, user=True, style=style), 0o644)
     return files
 
 
@@ -446,9 +496,9 @@ def rpm_escape(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def install_lines(pkg: FixturePackage) -> list[str]:
+def install_lines(pkg: FixturePackage, style: str = "classic") -> list[str]:
     lines = [f"# {pkg.name}"]
-    for path, (text, mode) in package_files(pkg).items():
+    for path, (text, mode) in package_files(pkg, style).items():
         target = f"%{{buildroot}}{path}"
         lines += [
             f"mkdir -p %{{buildroot}}{os.path.dirname(path)}",
@@ -501,7 +551,7 @@ def spec_text(packages: Sequence[FixturePackage], style: str) -> str:
         out += [f"Fixture package {pkg.name} {pkg.version} ({style} scriptlets)."]
     out += ["", "%install", "set -e"]
     for pkg in packages:
-        out += install_lines(pkg)
+        out += install_lines(pkg, style)
     for pkg in packages:
         out += ["", f"%files -n {pkg.name}", *files_lines(pkg)]
         for section, body in scriptlets(pkg, style).items():

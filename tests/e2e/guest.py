@@ -328,6 +328,16 @@ def transact(guest: GuestDnf, *args: str, plugin: bool, watch: Sequence[str],
                guest.wrapper_calls(), result.returncode)
 
 
+def guarded_units(output: str) -> set[str]:
+    """The units the plugin said it guards while rpm runs ("libvirt-units: guarding A B against
+    stops and restarts ..."), from dnf's output."""
+    found: set[str] = set()
+    for line in output.splitlines():
+        if "libvirt-units: guarding " in line:
+            found |= set(line.split("libvirt-units: guarding ", 1)[1].split(" against ")[0].split())
+    return found
+
+
 def counts_line(name: str, run: Run, units: Sequence[str], sink: list[str]) -> str:
     """One "COUNTS name: unit start=N reload=N, ...; plugin systemctl calls=N" line, printed
     and appended to sink (see write_counts_summary)."""

@@ -19,8 +19,8 @@ import pytest
 from libvirt_presets import journal, report, rpmdb, session, state
 from libvirt_presets import systemctl as sc
 from libvirt_presets.config import Config, load_config, parse_config
-from libvirt_presets.executor import Outcome, apply_link, apply_presets, hold_enablement
-from libvirt_presets.facts import ERASE, UPGRADE, PackageChange, TransactionFacts, units_in_files
+from libvirt_presets.executor import Outcome, apply_link, apply_presets
+from libvirt_presets.facts import ERASE, UPGRADE, LiveFacts, PackageChange, TransactionFacts, units_in_files
 from libvirt_presets.planner import LinkRepair, Plan, plan_transaction
 from libvirt_presets.presets import load_presets
 from libvirt_presets.snapshot import Snapshot, read_unit_settings, resolve_in_root, take_snapshot
@@ -486,7 +486,7 @@ def test_apply_link_writes_through_an_enablement_directory_linked_inside_the_roo
     assert take_snapshot(root).links == {f"{WANTS}/x.service": "/usr/lib/systemd/system/x.service"}
 
 
-def test_hold_enablement_warns_about_a_hostile_link_and_restores_the_others(root, outside):
+def test_restore_links_warns_about_a_hostile_link_and_restores_the_others(root, outside):
     os.symlink(str(outside), root / ETC / "sockets.target.wants")
     good = f"{WANTS}/virtqemud.service"
     plan = Plan(kept=(S("virtqemud.service"), S("virtqemud.socket")), kept_links={
@@ -494,7 +494,7 @@ def test_hold_enablement_warns_about_a_hostile_link_and_restores_the_others(root
         f"{ETC}/sockets.target.wants/virtqemud.socket": "/usr/lib/systemd/system/virtqemud.socket",
     })
     outcome = Outcome()
-    hold_enablement(plan, root, outcome)
+    session.restore_links(root, plan, outcome)
     assert os.readlink(root / good) == "/usr/lib/systemd/system/virtqemud.service"
     assert [r.link for r in outcome.repaired] == [good]
     assert len(outcome.warnings) == 1 and "resolves outside" in outcome.warnings[0]
@@ -599,7 +599,7 @@ def check_huge_plan(plan: Plan, before: Snapshot, after: set[UnitKey]) -> None:
 
 def test_a_20k_change_transaction_with_10k_units_plans_in_linear_time():
     before, after, tx = huge_transaction(10_000, unit_every=1)
-    plan = plan_transaction(before, after, tx, parse_config("[main]\nunits = bulk-*\n", "t"), live=True)
+    plan = plan_transaction(before, after, tx, parse_config("[main]\nunits = bulk-*\n", "t"), live=LiveFacts())
     check_huge_plan(plan, before, after)
     assert len(plan.presets) == 10_000 and len(plan.restarts) == 10_000  # every kept service changed
 

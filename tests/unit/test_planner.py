@@ -5,17 +5,24 @@ from __future__ import annotations
 import pytest
 
 from libvirt_presets.config import Config, parse_config
-from libvirt_presets.facts import ERASE, INSTALL, OBSOLETE, UPGRADE, PackageChange, TransactionFacts
+from libvirt_presets.facts import (
+    ERASE,
+    INSTALL,
+    OBSOLETE,
+    UPGRADE,
+    LiveFacts,
+    PackageChange,
+    ServiceState,
+    TransactionFacts,
+)
 from libvirt_presets.planner import (
     LinkRepair,
-    Plan,
+    batch_retries,
     files_that_matter,
     link_repairs,
-    live_actions,
     plan_transaction,
 )
 from libvirt_presets.snapshot import Snapshot
-from libvirt_presets.systemctl import UnitState
 from libvirt_presets.units import SYSTEM, USER, UnitKey
 
 SYS = "/usr/lib/systemd/system/"
@@ -164,7 +171,7 @@ def test_each_service_once_with_trigger_and_policy():
         pkg("libvirt-daemon-log", "9.1.0", UPGRADE, "virtlogd.service"),
         pkg("libvirt-client", "9.1.0", UPGRADE, "libvirt-guests.service"),
     )
-    plan = plan_transaction(before, set(before.units), tx, Config())
+    plan = plan_transaction(before, set(before.units), tx, Config(), live=LiveFacts())
     assert sorted(plan.restarts) == ["libvirtd.service", "virtnetworkd.service", "virtnwfilterd.service"]
     assert plan.restarts["virtnwfilterd.service"] == "libvirt-daemon-config-nwfilter-9.1.0-1.noarch"
     assert list(plan.reloads) == ["virtlogd.service"]
@@ -175,7 +182,7 @@ def test_fresh_install_and_failed_elements_schedule_no_restart():
     before = snap("libvirtd.service")
     tx = restart_tx(pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.service", done=False),
                     pkg("libvirt-daemon-driver-qemu", "9.1.0", INSTALL, "virtqemud.service"))
-    plan = plan_transaction(before, {S("libvirtd.service"), S("virtqemud.service")}, tx, Config())
+    plan = plan_transaction(before, {S("libvirtd.service"), S("virtqemud.service")}, tx, Config(), live=LiveFacts())
     assert plan.restarts == {} and plan.reloads == {}
 
 
@@ -184,7 +191,7 @@ def test_file_glob_trigger():
     before = snap("virtqemud.service")
     change = PackageChange("libvirt-libs", "libvirt-libs-9.1.0-1.x86_64", UPGRADE,
                            frozenset({"/usr/lib64/libvirt/libvirt.so"}))
-    plan = plan_transaction(before, set(before.units), TransactionFacts((change,)), cfg)
+    plan = plan_transaction(before, set(before.units), TransactionFacts((change,)), cfg, live=LiveFacts())
     assert plan.restarts == {"virtqemud.service": "libvirt-libs-9.1.0-1.x86_64"}
     # the journal keeps only the files that matter: the trigger's file is one of them
     matters = files_that_matter(cfg)
@@ -192,35 +199,149 @@ def test_file_glob_trigger():
 
 
 def state(name: str, active: str = "active", type_: str = "simple", refuse: bool = False,
-          invocation: str = "") -> UnitState:
-    return UnitState(name, "loaded", active, type_, refuse, 0, invocation or f"id-{name}")
+          invocation: str = "") -> ServiceState:
+    return ServiceState(name, "loaded", active, type_, refuse, invocation or f"id-{name}")
 
 
-def test_live_actions_filter_by_manager_state():
-    plan = Plan(restarts={s: "p" for s in ("a.service", "b.service", "d.service",
-                                           "e.service", "f.service", "g.service", "h.service")},
-                reloads={"virtlogd.service": "p"})
-    after = {
+LETTERS = ("a", "b", "d", "e", "f", "g", "h")
+
+
+def test_live_actions_follow_the_manager_state():
+    """Each restart/reload candidate gets exactly one live decision from the facts."""
+    units = [f"{x}.service" for x in LETTERS] + ["virtlogd.service"]
+    before = snap(*units)
+    tx = TransactionFacts(tuple(pkg(u.removesuffix(".service"), "2", UPGRADE, u) for u in units))
+    states = {
         "a.service": state("a.service"),
         "b.service": state("b.service", active="inactive"),  # stopped before and after
-        "h.service": state("h.service", invocation="new"),  # restarted by a scriptlet (id)
+        "h.service": state("h.service", invocation="new"),  # restarted by a scriptlet (new ID)
         "d.service": state("d.service", type_="oneshot"),
         "e.service": state("e.service", refuse=True),
         "f.service": state("f.service", active="inactive"),  # stopped by %preun during a rename
         "virtlogd.service": state("virtlogd.service"),
-    }
-    before = {s: f"id-{s}" for s in after if s not in ("b.service",)}
-    acts = live_actions(plan, before, after)
-    assert acts.try_restart == ("a.service",)
-    assert acts.try_reload == ("virtlogd.service",)
+    }  # g.service: not loaded
+    running_before = {s: f"id-{s}" for s in states if s != "b.service"}
+    live = LiveFacts(running_before, states, guarded=())
+    config = parse_config("[main]\nextra_units = ?.service\n", "t.conf")
+    acts = plan_transaction(before, set(before.units), tx, config, live=live).live
+    assert acts.restart == ("a.service",)
+    assert acts.reload == ("virtlogd.service",)
     assert acts.start == ("f.service",)
+    assert acts.restart_batch == ("a.service", "f.service")  # one `systemctl restart` for both
     assert set(acts.skipped) == {"b.service", "d.service", "e.service", "g.service", "h.service"}
+    assert acts.stop == () and acts.guard == ()
+
+
+LIBVIRTD = ("libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket")
+SOCKET_OF = {"libvirtd.socket": "libvirtd.service", "libvirtd-ro.socket": "libvirtd.service",
+             "libvirtd-admin.socket": "libvirtd.service", "virtlogd.socket": "virtlogd.service",
+             "virtproxyd.socket": "virtproxyd.service"}
+
+
+def test_guards_cover_the_sockets_a_refused_stop_would_strand():
+    """libvirt's %posttrans stops libvirtd.service, restarts its sockets, starts it again:
+    with only the service guarded the sockets stay down. Every socket of a guarded service is
+    guarded with it, even one whose package is not in the transaction."""
+    before = snap(*LIBVIRTD, "virtlogd.service", "virtlogd.socket", "virtproxyd.socket")
+    tx = TransactionFacts((pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.service", "libvirtd.socket",
+                               "libvirtd-ro.socket"),),
+                          owners_before={S(u): "libvirt-daemon-9.0.0-1.noarch" for u in LIBVIRTD[:3]})
+    states = {s: state(s) for s in ("libvirtd.service", "virtlogd.service")}
+    live = LiveFacts({"libvirtd.service": "id-libvirtd.service", "virtlogd.service": "id-virtlogd.service"},
+                     states, SOCKET_OF)
+    plan = plan_transaction(before, set(before.units), tx, Config(), live=live)
+    # libvirtd-admin.socket is not shipped by the upgrade, but it starts libvirtd.service
+    assert plan.live.guard == ("libvirtd-admin.socket", "libvirtd-ro.socket", "libvirtd.service", "libvirtd.socket")
+    assert plan.live.quiet_reload == ("libvirtd.service",)  # restarted afterwards: its reloads wait
+    assert plan.live.restart == ("libvirtd.service",)
+    rows = {r.unit.name: r.actions for r in plan.rows}
+    assert rows["libvirtd.service"] == ("keep", "guard", "restart")
+    assert rows["libvirtd-admin.socket"] == ("guard",)
+    assert "virtlogd.socket" not in rows and "virtproxyd.socket" not in rows  # untouched
+
+
+def test_guards_leave_alone_what_the_transaction_removes_and_stopped_services():
+    before = snap("virtproxyd.service", "virtproxyd.socket", "virtqemud.service", "virtqemud.socket")
+    qemu = ("virtqemud.service", "virtqemud.socket")
+    owners = {S(u): "libvirt-daemon-proxy-9.1.0-1.noarch" for u in ("virtproxyd.service", "virtproxyd.socket")}
+    owners.update({S(u): "libvirt-daemon-driver-qemu-9.0.0-1.noarch" for u in qemu})
+    tx = TransactionFacts((pkg("libvirt-daemon-proxy", "9.1.0", ERASE),
+                           pkg("libvirt-daemon-driver-qemu", "9.1.0", UPGRADE, *qemu),
+                           pkg("libvirt-daemon-driver-qemu", "9.0.0", ERASE)),
+                          owners_before=owners)
+    after = {S("virtqemud.service"), S("virtqemud.socket")}  # the erase takes virtproxyd* away
+    live = LiveFacts({"virtproxyd.service": "id-1"}, {"virtqemud.service": state("virtqemud.service", "inactive")},
+                     SOCKET_OF)
+    plan = plan_transaction(before, after, tx, Config(), live=live)
+    # the idle host: virtqemud.service is not running (socket activation), its socket is guarded
+    assert plan.live.guard == ("virtqemud.socket",)
+    assert plan.live.restart == () and plan.live.start == ()
+    assert plan.live.skipped == {"virtqemud.service": "libvirt-daemon-driver-qemu-9.1.0-1.noarch changed; "
+                                 "not running before the transaction: left stopped"}
+
+
+def test_never_policy_services_are_guarded_but_never_acted_on():
+    before = snap("libvirt-guests.service")
+    tx = TransactionFacts((pkg("libvirt-client", "9.1.0", UPGRADE, "libvirt-guests.service"),))
+    live = LiveFacts({"libvirt-guests.service": "id"},
+                     {"libvirt-guests.service": state("libvirt-guests.service", type_="oneshot", invocation="id")})
+    plan = plan_transaction(before, set(before.units), tx, Config(), live=live)
+    assert plan.live.guard == ("libvirt-guests.service",) and plan.live.quiet_reload == ()
+    assert plan.live.restart_batch == () and plan.live.reload == ()
+
+
+def test_after_rpm_the_recorded_guards_count_and_a_removed_guarded_unit_is_stopped():
+    """finish() hands in the guards begin() placed (rpm may have done other than predicted)."""
+    before = snap("virtlogd.service", "virtlogd.socket")
+    tx = TransactionFacts((pkg("libvirt-daemon-log", "9.1.0", UPGRADE, "virtlogd.service"),))
+    states = {"virtlogd.service": state("virtlogd.service")}
+    live = LiveFacts({"virtlogd.service": "id-virtlogd.service"}, states,
+                     guarded=("virtlogd.service", "virtlogd.socket"))
+    plan = plan_transaction(before, {S("virtlogd.service")}, tx, Config(), live=live)
+    assert plan.live.guard == ("virtlogd.service", "virtlogd.socket")
+    assert plan.live.stop == ("virtlogd.socket",)
+    assert plan.live.reload == ("virtlogd.service",) and plan.live.restart_batch == ()
+
+
+def test_a_running_service_stopped_during_the_transaction_is_started_again():
+    """Not a restart candidate (its package did not change), yet a scriptlet stopped it."""
+    before = snap("virtproxyd.service", "virtnetworkd.service")
+    live = LiveFacts({"virtproxyd.service": "id-1"},
+                     {"virtproxyd.service": state("virtproxyd.service", "inactive"),
+                      "virtnetworkd.service": state("virtnetworkd.service", "inactive")}, guarded=())
+    plan = plan_transaction(before, set(before.units), TransactionFacts(), Config(), live=live)
+    assert plan.live.start == ("virtproxyd.service",) and plan.live.restart_batch == ("virtproxyd.service",)
+
+
+def test_the_dry_run_and_the_run_agree_when_the_guards_hold():
+    """The dry run plans with the host as it is now; after rpm, with the guards placed and
+    holding, the facts are the same and so is every live action."""
+    before = snap(*LIBVIRTD, "virtlogd.service", "virtproxyd.service")
+    tx = TransactionFacts((pkg("libvirt-daemon", "9.1.0", UPGRADE, *LIBVIRTD),
+                           pkg("libvirt-daemon-log", "9.1.0", UPGRADE, "virtlogd.service")),
+                          owners_before={S(u): "libvirt-daemon-9.0.0-1.noarch" for u in LIBVIRTD})
+    states = {s: state(s) for s in ("libvirtd.service", "virtlogd.service")}
+    states["virtproxyd.service"] = state("virtproxyd.service", "inactive")
+    running = {s: st.invocation_id for s, st in states.items() if st.active_state == "active"}
+    dry = plan_transaction(before, set(before.units), tx, Config(), live=LiveFacts(running, states, SOCKET_OF))
+    real = plan_transaction(before, set(before.units), tx, Config(),
+                            live=LiveFacts(running, states, guarded=dry.live.guard))
+    assert dry.live == real.live and dry.rows == real.rows
+    assert dry.live.restart == ("libvirtd.service",) and dry.live.reload == ("virtlogd.service",)
+
+
+def test_batch_retries_trust_the_manager():
+    states = {"a.service": state("a.service", invocation="new"),  # restarted by the batch
+              "b.service": state("b.service", invocation="id-b.service"),  # not restarted
+              "c.service": state("c.service", "failed", invocation="")}
+    did, again = batch_retries("restart", list(states), {s: f"id-{s}" for s in states}, states)
+    assert did == ["a.service"] and again == ["b.service", "c.service"]
 
 
 def test_installroot_plans_no_restart_at_all():
     before = snap(*DAEMONS)
     tx = restart_tx(pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.service"),
                     pkg("libvirt-daemon-config-network", "9.1.0", UPGRADE))
-    plan = plan_transaction(before, set(before.units), tx, Config(), live=False)
+    plan = plan_transaction(before, set(before.units), tx, Config(), live=None)
     assert plan.restarts == {} and plan.reloads == {}
     assert all("restart" not in r.actions for r in plan.rows)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from libvirt_presets import journal, state
 from libvirt_presets.config import POLICIES, Config, load_config, parse_config
-from libvirt_presets.facts import ERASE, INBOUND, PackageChange, TransactionFacts
+from libvirt_presets.facts import ERASE, INBOUND, LiveFacts, PackageChange, TransactionFacts
 from libvirt_presets.planner import LinkRepair, files_that_matter, link_repairs, plan_transaction
 from libvirt_presets.presets import PresetSet
 from libvirt_presets.snapshot import Snapshot, link_units
@@ -266,11 +266,16 @@ def transactions(draw):
     return before, after, TransactionFacts(tuple(draw(CHANGES)), owners), draw(CONFIGS), draw(st.booleans())
 
 
+def live_facts(live: bool) -> LiveFacts | None:
+    """A live host (nothing running) or an installroot."""
+    return LiveFacts() if live else None
+
+
 @NO_DEADLINE
 @given(transactions())
 def test_a_unit_present_before_is_never_preset(tx):
     before, after, facts, config, live = tx
-    plan = plan_transaction(before, after, facts, config, live=live)
+    plan = plan_transaction(before, after, facts, config, live=live_facts(live))
     assert not set(plan.presets) & set(before.units)
     assert set(plan.presets) <= after and set(plan.kept) <= after & set(before.units)
 
@@ -279,7 +284,7 @@ def test_a_unit_present_before_is_never_preset(tx):
 @given(transactions())
 def test_units_outside_the_scope_are_never_preset_nor_kept(tx):
     before, after, facts, config, live = tx
-    plan = plan_transaction(before, after, facts, config, live=live)
+    plan = plan_transaction(before, after, facts, config, live=live_facts(live))
     assert all(u in config.scope for u in plan.presets + plan.kept)
     assert all(link_units(link, target) & set(plan.kept) for link, target in plan.kept_links.items())
 
@@ -288,13 +293,13 @@ def test_units_outside_the_scope_are_never_preset_nor_kept(tx):
 @given(transactions(), st.randoms(use_true_random=False))
 def test_the_plan_is_deterministic_whatever_the_order_of_the_facts(tx, rng):
     before, after, facts, config, live = tx
-    plan = plan_transaction(before, after, facts, config, live=live)
+    plan = plan_transaction(before, after, facts, config, live=live_facts(live))
     units, links = list(before.units.items()), list(before.links.items())
     rng.shuffle(units)
     rng.shuffle(links)
     shuffled = Snapshot(units=dict(units), links=dict(links))
-    assert plan_transaction(shuffled, set(sorted(after, reverse=True)), facts, config, live=live) == plan
-    assert plan_transaction(before, after, facts, config, live=live) == plan
+    assert plan_transaction(shuffled, set(sorted(after, reverse=True)), facts, config, live=live_facts(live)) == plan
+    assert plan_transaction(before, after, facts, config, live=live_facts(live)) == plan
 
 
 
@@ -319,8 +324,8 @@ def test_the_journal_keeps_every_file_a_plan_depends_on(tx, extra):
     # resume() learns `done` from the rpmdb, not from the journal: carry it over
     journaled = TransactionFacts(tuple(replace(j, done=f.done) for j, f in zip(journaled.changes, full.changes)),
                                  journaled.owners_before)
-    assert plan_transaction(before, after, journaled, config, live=live) == \
-        plan_transaction(before, after, full, config, live=live)
+    assert plan_transaction(before, after, journaled, config, live=live_facts(live)) == \
+        plan_transaction(before, after, full, config, live=live_facts(live))
     assert "/usr/bin/virsh" not in set().union(*(c.files for c in journaled.changes))
 
 def apply_repairs(links: dict[str, str], repairs: list[LinkRepair]) -> dict[str, str]:
@@ -338,7 +343,7 @@ def apply_repairs(links: dict[str, str], repairs: list[LinkRepair]) -> dict[str,
 @given(transactions(), LINKS)
 def test_link_repairs_bring_back_exactly_the_kept_links_and_are_idempotent(tx, now):
     before, after, facts, config, live = tx
-    plan = plan_transaction(before, after, facts, config, live=live)
+    plan = plan_transaction(before, after, facts, config, live=live_facts(live))
     units = set(plan.kept)
     repairs = link_repairs(plan.kept_links, now, units)
     fixed = apply_repairs(now, repairs)
