@@ -66,19 +66,33 @@ def synthetic_transaction(n: int):  # noqa: ANN201 - library types, imported lat
     return Snapshot(units=units_before, links=links), units_after, tx
 
 
+def booted_host(before):  # noqa: ANN001, ANN201 - a Snapshot; LiveFacts (or True for older trees)
+    """The live facts of a booted host where every service of `before` runs: the planner then
+    makes every live decision, as after a real transaction. Trees from before the live facts
+    (commit d4de939) take `live=True` instead."""
+    try:
+        from libvirt_presets.facts import LiveFacts, ServiceState
+    except ImportError:
+        return True
+    services = [u.name for u in before.units if u.name.endswith(".service")]
+    return LiveFacts({s: f"id-{s}" for s in services},
+                     {s: ServiceState(s, "loaded", "active", "simple", False, f"id-{s}") for s in services})
+
+
 def planner_round(sizes: list[int], memory: bool) -> dict:
     from libvirt_presets.config import parse_config
     from libvirt_presets.planner import plan_transaction
 
     config = parse_config(BENCH_SCOPE_CONF, "benchmark")
     before, after, tx = synthetic_transaction(100)
-    plan_transaction(before, after, tx, config)  # warm-up: imports, regex caches
+    plan_transaction(before, after, tx, config, live=booted_host(before))  # warm-up: imports, regex caches
     out: dict = {}
     for n in sizes:
         before, after, tx = synthetic_transaction(n)
+        live = booted_host(before)
         gc.collect()
         start = time.perf_counter()
-        plan = plan_transaction(before, after, tx, config)
+        plan = plan_transaction(before, after, tx, config, live=live)
         seconds = time.perf_counter() - start
         row = {"seconds": seconds, "files": sum(len(c.files) for c in tx.changes if c.inbound),
                "presets": len(plan.presets), "kept": len(plan.kept), "restarts": len(plan.restarts)}
@@ -86,7 +100,7 @@ def planner_round(sizes: list[int], memory: bool) -> dict:
             del plan
             gc.collect()
             tracemalloc.start()
-            plan = plan_transaction(before, after, tx, config)
+            plan = plan_transaction(before, after, tx, config, live=live)
             row["peak_bytes"] = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
         out[str(n)] = row
@@ -104,7 +118,7 @@ def planner_profile(n: int, top: int) -> str:
     config = parse_config(BENCH_SCOPE_CONF, "benchmark")
     before, after, tx = synthetic_transaction(n)
     profiler = cProfile.Profile()
-    profiler.runcall(plan_transaction, before, after, tx, config)
+    profiler.runcall(plan_transaction, before, after, tx, config, live=booted_host(before))
     buf = io.StringIO()
     pstats.Stats(profiler, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
     return buf.getvalue()

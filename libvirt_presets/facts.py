@@ -66,11 +66,16 @@ class UnitStateLike(Protocol):
     """What the live planner reads of a service's manager state (ServiceState here, and
     systemctl.UnitState from `systemctl show`, both have it)."""
 
-    load_state: str
-    active_state: str
-    type: str
-    refuse_manual_stop: bool
-    invocation_id: str
+    @property
+    def load_state(self) -> str: ...
+    @property
+    def active_state(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def refuse_manual_stop(self) -> bool: ...
+    @property
+    def invocation_id(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -93,12 +98,15 @@ class LiveFacts:
     means a new start). `states`: the managed services as they are now (after rpm, or before it
     for a dry run). `triggers`: socket/path/timer -> the service it starts. `guarded`: the units
     begin() guarded, or None while that is still to decide (before rpm, and the dry run).
+    `marked`: guarded services still carrying a restart mark after rpm (read only when our rpm
+    trigger did not run; doc/markers.md).
     """
 
     active_before: Mapping[str, str] = field(default_factory=dict)
     states: Mapping[str, UnitStateLike] = field(default_factory=dict)
     triggers: Mapping[str, str] = field(default_factory=dict)
     guarded: tuple[str, ...] | None = None
+    marked: tuple[str, ...] = ()
 
 
 _UNIT_DIR_SCOPES = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}

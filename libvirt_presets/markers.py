@@ -41,12 +41,10 @@ from . import guards, report
 from .config import NEVER, RELOAD, RESTART, Config, load_config
 from .snapshot import take_snapshot
 from .systemctl import CommandError, Systemctl
-from .units import SYSTEM, UnitKey, is_valid_unit_name, template_of
+from .units import SYSTEM, UnitKey, template_of
 
 NEEDS_RESTART = "needs-restart"
 NEEDS_RELOAD = "needs-reload"
-# Both marks go: on systemd < 255 `--marked` restarts a needs-reload unit as well.
-UNMARK = f"-{NEEDS_RESTART} -{NEEDS_RELOAD}"
 CONFIG_DIR = Path("/etc/dnf/plugins")
 CONFIG_NAME = "libvirt-units.conf"
 
@@ -100,7 +98,7 @@ def parse_marks(text: str) -> dict[str, UnitMarks]:
 
 
 class MarkerSystemctl(Systemctl):
-    """The two systemctl verbs this module needs on top of the shared ones."""
+    """The systemctl query this module needs on top of the shared verbs."""
 
     def marks(self, units: Sequence[str]) -> dict[str, UnitMarks]:
         if not units:
@@ -108,10 +106,33 @@ class MarkerSystemctl(Systemctl):
         result = self._live("show", "-p", "Id,Markers,NeedDaemonReload", units=units)
         return parse_marks(result.stdout) if result.returncode == 0 else {}
 
-    def unmark(self, unit: str):  # noqa: ANN201 - subprocess.CompletedProcess[str]
-        if not is_valid_unit_name(unit):
-            raise ValueError(f"refusing invalid unit name {unit!r}")
-        return self._live("set-property", "--", unit, f"Markers={UNMARK}")
+
+
+# Left by this module when it runs as an rpm trigger on a live host, removed by the dnf plugin
+# before rpm runs: the plugin then knows whether the marks were taken care of in its transaction.
+TRIGGER_STAMP = "run/libvirt-units/markers-trigger-ran"
+
+
+def trigger_ran(root: Path) -> bool:
+    return (root / TRIGGER_STAMP).exists()
+
+
+def forget_trigger(root: Path) -> None:
+    (root / TRIGGER_STAMP).unlink(missing_ok=True)
+
+
+def _stamp(root: Path) -> None:
+    try:
+        (root / TRIGGER_STAMP).parent.mkdir(parents=True, exist_ok=True)
+        (root / TRIGGER_STAMP).touch()
+    except OSError:
+        pass  # the plugin then reads the marks itself: one `systemctl show`
+
+
+def marked(systemctl: MarkerSystemctl, units: Sequence[str]) -> tuple[str, ...]:
+    """The units among `units` that carry a restart or reload mark now."""
+    return tuple(sorted(u for u, m in systemctl.marks(list(units)).items()
+                        if u in units and m.markers & {NEEDS_RESTART, NEEDS_RELOAD}))
 
 
 def is_live(root: Path) -> bool:
@@ -148,6 +169,7 @@ def convert_restart_markers(config: Config, root: Path = Path("/"),
     """
     if not config.enabled or not (is_live(root) if live is None else live):
         return []
+    _stamp(root)
     units = candidate_units(root, config)
     if not units:
         return []

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, Protocol
 
-from .config import NEVER, RELOAD, Config, is_file_trigger
+from .config import NEVER, RELOAD, RESTART, Config, is_file_trigger
 from .facts import ERASE, UNIT_DIR_PREFIXES, LiveFacts, TransactionFacts, UnitStateLike, units_in_files
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
@@ -66,6 +66,7 @@ class LiveActions:
     reload: tuple[str, ...] = ()
     start: tuple[str, ...] = ()
     stop: tuple[str, ...] = ()
+    unmark: tuple[str, ...] = ()  # restart marks taken off, so no later `--marked` restarts them
     skipped: Mapping[str, str] = field(default_factory=dict)  # service -> why not
 
     @property
@@ -250,10 +251,16 @@ def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: s
     stop = [u for u in guarded if UnitKey(SYSTEM, u) not in after]
     for unit in stop:
         note(UnitKey(SYSTEM, unit), "stop", "guarded while rpm ran, but rpm removed its unit file")
+    # systemd >= 255 refuses its own `--marked` restart of a guarded service, and the mark stays;
+    # a reload-policy service must not be restarted by the next `--marked` either.
+    unmark = tuple(s for s in live.marked if s in guarded and config.policy(s) != RESTART)
+    for service in unmark:
+        note(UnitKey(SYSTEM, service), "unmark", "a scriptlet marked it for a restart; policy "
+             f"{config.policy(service)}: the mark is taken off")
     quiet = tuple(s for s in guarded if s in candidates and config.policy(s) != NEVER
                   and getattr(live.states.get(s), "type", "") != NOTIFY_RELOAD)
     return LiveActions(guarded, quiet, tuple(restart), tuple(reload), tuple(sorted(start)),
-                       tuple(stop), skipped)
+                       tuple(stop), unmark, skipped)
 
 
 def plan_transaction(

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
-from . import executor, journal, render, report, rpmdb, rpmdiff, state
+from . import executor, journal, markers, render, report, rpmdb, rpmdiff, state
 from . import guards as runtime_guards
-from .config import Config
+from .config import RESTART, Config
 from .executor import Outcome, apply_presets
 from .facts import LiveFacts, PackageChange, TransactionFacts
 from .planner import (
@@ -97,6 +97,7 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
                             keep_file=files_that_matter(config))
     journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
     if guards:
+        markers.forget_trigger(root)  # a stamp our rpm trigger leaves from now on is this transaction's
         guard_units(root, guards, quiet)
     checkpoint("after-snapshot")
     return Pending(root, config, live, before, facts, invocations, record)
@@ -126,12 +127,22 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
         guarded = tuple(pending.record.get("guards", []))
         live = read_live_facts(pending.root, after, _managed(after, pending.config),
                                pending.invocations_before, guarded)
+        live = replace(live, marked=still_marked(pending.root, pending.config, guarded))
     plan = plan_transaction(pending.before, after.units, facts, pending.config, presets, live)
     # Bad lines in the preset files matter when a preset is applied: one warning line each, once.
     scopes = sorted({unit.scope for unit in plan.presets})
     for problem in dict.fromkeys(p for scope in scopes for p in presets[scope].problems):
         report.warn(problem)
     return plan, live
+
+
+def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[str, ...]:
+    """Guarded reload- and never-policy services that still carry a restart mark: read (one
+    `systemctl show`) only when our rpm trigger, which takes those marks off, did not run."""
+    services = [s for s in guarded if s.endswith(".service") and config.policy(s) != RESTART]
+    if not services or markers.trigger_ran(root):
+        return ()
+    return markers.marked(markers.MarkerSystemctl(root), services)
 
 
 def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
@@ -144,6 +155,7 @@ def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
         "reloaded": outcome.live.get("reload", []),
         "started": outcome.live.get("start", []),
         "stopped": outcome.live.get("stop", []),
+        "unmarked": outcome.live.get("unmark", []),
         "warnings": outcome.warnings,
     }
     try:
@@ -188,6 +200,12 @@ def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outco
                 executor.done(outcome, kind, [unit], triggers, actions.start)
             else:
                 executor.failed(outcome, kind, unit, executor.first_line(single.stderr), triggers)
+    for unit in actions.unmark:
+        result = systemctl.unmark(unit)
+        if result.returncode == 0:
+            executor.done(outcome, "unmark", [unit], triggers)
+        else:
+            executor.failed(outcome, "unmark", unit, executor.first_line(result.stderr), triggers)
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,

@@ -119,6 +119,7 @@ class UnitState:
     reload_result: str = ""
 
 
+UNMARK = "-needs-restart -needs-reload"  # systemctl set-property UNIT Markers=...
 SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "Type", "RefuseManualStop", "MainPID", "InvocationID",
                    "ReloadResult")
 
@@ -232,3 +233,10 @@ class Systemctl:
 
     def stop(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
         return self._live("stop", units=units)
+
+    def unmark(self, unit: str) -> subprocess.CompletedProcess[str]:
+        """Take systemd's restart and reload marks off one unit (runtime state only). Both go:
+        on systemd < 255 `--marked` restarts a needs-reload unit as well."""
+        if not is_valid_unit_name(unit):
+            raise ValueError(f"refusing invalid unit name {unit!r}")
+        return self._live("set-property", "--", unit, f"Markers={UNMARK}")

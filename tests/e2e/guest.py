@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.container import BootedContainer, nspawn_unavailable_reason
-from tests.e2e.fixtures import EVENTS_LOG, CommandFailed, Pool, link_or_copy, run
+from tests.e2e.fixtures import EVENTS_LOG, CommandFailed, FixturePackage, Pool, link_or_copy, run, spec_text
 from tests.e2e.fixtures import RPMMACROS as BUILD_RPMMACROS
 
 SRC = "/srv/src"
@@ -112,6 +112,28 @@ def build_rpms(workdir: Path, specs: Mapping[str, str]) -> dict[str, Path]:
         name_version = path.name.removesuffix(".noarch.rpm").rsplit("-", 1)[0]
         built[name_version] = path
     return built
+
+
+UNIT_DIRS = "/usr/lib/systemd/system /etc/systemd/system"
+
+
+def trigger(kind: str, package: str, priority: int, body: str) -> str:
+    """A transaction file trigger on the system unit directories that logs itself, then runs body."""
+    return f"\n%{kind} -n {package} -P {priority} -- {UNIT_DIRS}\n" \
+           f'echo "trigger {package} {kind} -P {priority}" >> {EVENTS_LOG}\n{body}\n'
+
+
+# What libvirt-units.spec ships (doc/markers.md), with the checkout on PYTHONPATH.
+OUR_TRIGGER = f"PYTHONPATH={SRC} /usr/bin/python3 -m libvirt_presets.markers || :"
+
+
+def our_triggers_spec() -> str:
+    """The libvirt-units RPM's marker triggers alone (its plugin comes from the checkout)."""
+    pkg = FixturePackage("libvirt-units-triggers", "1", log_posttrans=False)
+    return (spec_text([pkg], "bare")
+            + trigger("transfiletriggerin", pkg.name, 900910, OUR_TRIGGER)
+            + trigger("transfiletriggerpostun", pkg.name, 10010, OUR_TRIGGER))
+
 
 
 def booted_guest(src: Path, repos: Path, writable: Mapping[Path, str] | None = None) -> BootedContainer:

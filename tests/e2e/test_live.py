@@ -36,8 +36,10 @@ from tests.e2e.guest import (
     GuestDnf,
     Run,
     booted_guest,
+    build_rpms,
     container_module,
     counts_line,
+    our_triggers_spec,
     publish_repos,
     transact,
 )
@@ -80,6 +82,7 @@ def system_units(*versions: str) -> tuple[str, ...]:
 
 UNITS = system_units("9.0.0", "9.1.0")
 RELOADED = ("virtlogd.service", "virtlockd.service")
+TRIGGERS = "libvirt-units-triggers"
 LIBVIRTD = ("libvirtd.service",) + tuple(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS)
 
 
@@ -114,8 +117,12 @@ def is_active(guest: GuestDnf) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def repos(libvirt_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The libvirt-style packages, and the rpm triggers the libvirt-units RPM ships beside its
+    plugin (doc/markers.md): the hosts here are set up as a real install is."""
+    ours = build_rpms(tmp_path_factory.mktemp("live-rpms"), {"libvirt-units-triggers": our_triggers_spec()})
+    extra = dict.fromkeys(("v900", "both"), [ours["libvirt-units-triggers-1"]])
     return publish_repos(libvirt_pool, tmp_path_factory.mktemp("guest-repos-libvirt"),
-                         {"v900": ["9.0.0"], "v910": ["9.1.0"], "both": ["9.0.0", "9.1.0"]})
+                         {"v900": ["9.0.0"], "both": ["9.0.0", "9.1.0"]}, extra=extra)
 
 
 @contextlib.contextmanager
@@ -123,7 +130,7 @@ def host(repos: Path, repo: str, packages: Sequence[str], plugin: bool) -> Itera
     with booted_guest(REPO_ROOT, repos) as container:
         guest = GuestDnf(container)
         guest.setup(repo)
-        guest.dnf("install", *packages, repo=repo, plugin=plugin)
+        guest.dnf("install", TRIGGERS, *packages, repo=repo, plugin=plugin)
         guest.install_systemctl_wrapper()
         yield guest
 
@@ -150,7 +157,7 @@ def upgrades(repos: Path) -> Iterator[dict[str, tuple[Run, Samples, dict[str, st
         with booted_guest(REPO_ROOT, repos) as container:
             guest = GuestDnf(container)
             guest.setup("v900")
-            guest.dnf("install", *MONOLITHIC, repo="v900", plugin=plugin)
+            guest.dnf("install", TRIGGERS, *MONOLITHIC, repo="v900", plugin=plugin)
             guest.install_systemctl_wrapper()
             guest.systemctl("disable", "virtproxyd.socket", "virtproxyd-ro.socket", "virtproxyd-admin.socket",
                             "virtproxyd.service")
@@ -246,7 +253,8 @@ DOWNGRADE = ("remove libvirt-daemon-proxy\n"
 def test_idle_host_keeps_its_sockets_across_a_downgrade_and_an_erase(repos, plugin):
     """The normal Fedora state: daemons exited, only sockets listening. 9.1.0 -> 9.0.0 moves
     the virtproxyd units back into libvirt-daemon; the proxy package's %preun runs
-    `disable --now` on them. Then one driver is erased: its units go, the rest stay."""
+    `disable --now` on them. Then two packages are reinstalled, and one driver is erased: its
+    units go, the rest stay."""
     with host(repos, "both", SPLIT, plugin) as guest:
         guest.systemctl("enable", "virtproxyd-tls.socket")
         guest.start(*IDLE_SOCKETS)
@@ -270,6 +278,13 @@ def test_idle_host_keeps_its_sockets_across_a_downgrade_and_an_erase(repos, plug
         assert samples[0].missing[SOCKET_PATHS[0]] == 0
         assert run.starts("virtproxyd.service") == run.starts("virtqemud.service") == 0  # idle stays idle
         assert guest.is_enabled("virtproxyd-tls.socket") == "enabled"
+        assert guest.guards() == []
+
+        # a reinstall: old and new %preun/%postun run on every unit of the package; nothing changes
+        reinstall = transact(guest, "reinstall", "libvirt-daemon", "libvirt-daemon-log", repo="both",
+                             plugin=plugin, watch=())
+        assert changed(after, is_active(guest)) == {}
+        assert reinstall.starts("virtproxyd.service") == reinstall.reloads("virtlogd.service") == 0
         assert guest.guards() == []
 
         # erase with the rest kept: the driver's units go (not started), nothing else changes

@@ -10,7 +10,6 @@ import pytest
 from libvirt_presets import guards
 from libvirt_presets.config import Config, parse_config
 from libvirt_presets.markers import (
-    UNMARK,
     MarkerSystemctl,
     UnitMarks,
     config_paths,
@@ -18,6 +17,7 @@ from libvirt_presets.markers import (
     parse_marks,
     plan_marker_changes,
 )
+from libvirt_presets.systemctl import UNMARK
 
 RESTART_MARK = UnitMarks(frozenset({"needs-restart"}))
 

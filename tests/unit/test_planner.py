@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from libvirt_presets.config import Config, parse_config
@@ -328,6 +330,24 @@ def test_the_dry_run_and_the_run_agree_when_the_guards_hold():
                             live=LiveFacts(running, states, guarded=dry.live.guard))
     assert dry.live == real.live and dry.rows == real.rows
     assert dry.live.restart == ("libvirtd.service",) and dry.live.reload == ("virtlogd.service",)
+
+
+def test_restart_marks_the_guard_kept_are_taken_off_reload_policy_services_only():
+    """systemd >= 255 refuses its `--marked` restart of a guarded service and keeps the mark: a
+    reload-policy service is unmarked (a later --marked would restart it); a restart-policy
+    one is restarted, which clears the mark anyway."""
+    before = snap("virtlogd.service", "libvirtd.service")
+    tx = TransactionFacts((pkg("libvirt-daemon-log", "9.1.0", UPGRADE, "virtlogd.service"),
+                           pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.service")))
+    services = ("libvirtd.service", "virtlogd.service")
+    live = LiveFacts({s: f"id-{s}" for s in services}, {s: state(s) for s in services},
+                     guarded=services, marked=services)
+    plan = plan_transaction(before, set(before.units), tx, Config(), live=live)
+    assert plan.live.unmark == ("virtlogd.service",)
+    assert plan.live.reload == ("virtlogd.service",) and plan.live.restart == ("libvirtd.service",)
+    assert {r.unit.name: r.actions for r in plan.rows}["virtlogd.service"] == ("keep", "guard", "reload", "unmark")
+    unguarded = replace(live, guarded=())
+    assert plan_transaction(before, set(before.units), tx, Config(), live=unguarded).live.unmark == ()
 
 
 def test_batch_retries_trust_the_manager():
