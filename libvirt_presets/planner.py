@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, Protocol
 
 from .config import NEVER, RELOAD, RESTART, Config, is_file_trigger
-from .facts import ERASE, UNIT_DIR_PREFIXES, LiveFacts, TransactionFacts, UnitStateLike, units_in_files
+from .facts import (
+    ERASE,
+    UNIT_DIR_PREFIXES,
+    LiveFacts,
+    PackageChange,
+    TransactionFacts,
+    UnitStateLike,
+    units_in_files,
+)
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
 
@@ -134,14 +142,14 @@ class _Notes:
         self.reasons.setdefault(unit, []).append(reason)
 
 
-def _restart_candidates(tx: TransactionFacts, config: Config, kept: set[UnitKey],
-                        units_before: set[UnitKey], after: set[UnitKey]) -> dict[str, str]:
+def _restart_candidates(tx: TransactionFacts, shipped: Mapping[UnitKey, PackageChange], config: Config,
+                        kept: set[UnitKey], units_before: set[UnitKey], after: set[UnitKey]) -> dict[str, str]:
     """Services to restart or reload: a pre-existing, still present service whose package
     changed, or one named by a configured trigger (package glob or file glob)."""
     done = [c for c in tx.changes if c.done]
     upgraded = {c.name for c in done if c.inbound}  # names whose incoming half counts already
     candidates: dict[str, str] = {}
-    for unit, change in tx.units_shipped().items():
+    for unit, change in shipped.items():
         if change.done and unit.scope == SYSTEM and unit in kept and unit.name.endswith(".service"):
             candidates.setdefault(unit.name, change.nevra)
     for pattern, services in config.triggers.items():
@@ -156,22 +164,22 @@ def _restart_candidates(tx: TransactionFacts, config: Config, kept: set[UnitKey]
     return candidates
 
 
-def touched_units(kept: Collection[UnitKey], tx: TransactionFacts) -> set[str]:
+def touched_units(kept: Collection[UnitKey], tx: TransactionFacts,
+                  shipped: Mapping[UnitKey, PackageChange]) -> set[str]:
     """Kept system units a package of the transaction ships now or owned before: the units its
     scriptlets act on."""
     outgoing = {c.nevra for c in tx.changes if not c.inbound}
-    shipped = tx.units_shipped()
     return {u.name for u in kept if u.scope == SYSTEM
             and (u in shipped or tx.owners_before.get(u) in outgoing)}
 
 
-def choose_guards(kept: Collection[UnitKey], tx: TransactionFacts, acted_on: Collection[str],
+def choose_guards(kept: Collection[UnitKey], touched: set[str], acted_on: Collection[str],
                   live: LiveFacts) -> tuple[str, ...]:
     """The units to guard while rpm runs (see the module docstring): running services the
     transaction touches or acts on, the sockets, paths and timers it touches, and those that
     start a guarded service. Only units that exist before and after."""
     kept_names = {u.name for u in kept if u.scope == SYSTEM and u.name.endswith(GUARDED_TYPES)}
-    touched = touched_units(kept, tx) & kept_names
+    touched = touched & kept_names
     services = {s for s in kept_names if s.endswith(".service") and s in live.active_before
                 and (s in touched or s in acted_on)}
     others = {u for u in kept_names if not u.endswith(".service")
@@ -189,7 +197,7 @@ def _guard_reason(unit: str, touched: set[str]) -> str:
 
 
 def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: set[UnitKey],
-              tx: TransactionFacts, config: Config, live: LiveFacts,
+              touched: set[str], config: Config, live: LiveFacts,
               note: Callable[[UnitKey, str, str], None]) -> LiveActions:
     """Every live action, from the facts: what to guard while rpm runs, then what to restart,
     reload, start again and stop once it is over."""
@@ -198,8 +206,7 @@ def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: s
     if live.guarded is not None:
         guarded = live.guarded
     elif acting and config.guard:
-        guarded = choose_guards(kept, tx, candidates, live)
-    touched = touched_units(kept, tx)
+        guarded = choose_guards(kept, touched, candidates, live)
     for unit in guarded:
         note(UnitKey(SYSTEM, unit), "guard", _guard_reason(unit, touched))
 
@@ -311,14 +318,14 @@ def plan_transaction(
     reloads: dict[str, str] = {}
     actions = LiveActions()
     if live is not None:  # an installroot has no running services
-        candidates = _restart_candidates(tx, config, set(kept), units_before, after)
+        candidates = _restart_candidates(tx, shipped, config, set(kept), units_before, after)
         for service, trigger in candidates.items():
             policy = config.policy(service)
             if policy == RELOAD:
                 reloads[service] = trigger
             elif policy != NEVER:
                 restarts[service] = trigger
-        actions = plan_live(candidates, kept, after, tx, config, live, note)
+        actions = plan_live(candidates, kept, after, touched_units(kept, tx, shipped), config, live, note)
 
     def owner_after(u: UnitKey) -> str | None:
         if u in shipped:
