@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
-from . import executor, journal, markers, render, report, rpmdb, rpmdiff, state
+from . import executor, journal, render, report, rpmdb, rpmdiff, state
 from . import guards as runtime_guards
 from .config import RESTART, Config
 from .executor import Outcome, apply_presets
@@ -97,6 +97,8 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
                             keep_file=files_that_matter(config))
     journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
     if guards:
+        from . import markers  # live hosts only: the rest of dnf's runs do without it
+
         markers.forget_trigger(root)  # a stamp our rpm trigger leaves from now on is this transaction's
         guard_units(root, guards, quiet)
     checkpoint("after-snapshot")
@@ -140,7 +142,11 @@ def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[
     """Guarded reload- and never-policy services that still carry a restart mark: read (one
     `systemctl show`) only when our rpm trigger, which takes those marks off, did not run."""
     services = [s for s in guarded if s.endswith(".service") and config.policy(s) != RESTART]
-    if not services or markers.trigger_ran(root):
+    if not services:
+        return ()
+    from . import markers  # live hosts only: the rest of dnf's runs do without it
+
+    if markers.trigger_ran(root):
         return ()
     return markers.marked(markers.MarkerSystemctl(root), services)
 
