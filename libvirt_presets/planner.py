@@ -373,6 +373,15 @@ def link_repairs(wanted: dict[str, str], now: dict[str, str], units: set[UnitKey
     return sorted(repairs, key=lambda r: r.link)
 
 
+def daemon_reload_due(plan: Plan, *, links_changed: bool, guards_to_drop: bool, preset_reloaded: bool,
+                      late_links_changed: bool) -> bool:
+    """Whether the manager must be reloaded before the live batches: for new or removed unit
+    files, restored links, or guards it still enforces, unless the system preset call (run
+    without --no-reload) did it; links a new unit's Also= touched after that call need one more."""
+    changed = plan.daemon_reload or links_changed or guards_to_drop
+    return (changed and not preset_reloaded) or late_links_changed
+
+
 def batch_retries(kind: str, units: Collection[str], before: Mapping[str, str],
                   now: Mapping[str, UnitStateLike]) -> tuple[list[str], list[str]]:
     """After a failed batch: (units it did, units to try again one by one).

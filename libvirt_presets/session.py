@@ -21,6 +21,7 @@ from .facts import LiveFacts, PackageChange, TransactionFacts
 from .planner import (
     Plan,
     batch_retries,
+    daemon_reload_due,
     files_that_matter,
     link_repairs,
     plan_transaction,
@@ -255,8 +256,8 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     # A new unit's Also= may have touched an old unit's links: put them back once more.
     repaired_late = restore_links(root, plan, outcome) if outcome.preset else 0
     step("links")
-    changed = plan.daemon_reload or bool(outcome.repaired) or reload_for_guards
-    if pending.live and ((changed and not reloaded) or repaired_late > 0):
+    if pending.live and daemon_reload_due(plan, links_changed=bool(outcome.repaired), guards_to_drop=reload_for_guards,
+                                          preset_reloaded=reloaded, late_links_changed=repaired_late > 0):
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")

@@ -32,8 +32,10 @@ from tests.e2e.guest import (
     GuestDnf,
     assert_journal_fields,
     booted_guest,
+    build_rpms,
     container_module,
     counts_line,
+    our_triggers_spec,
     publish_repos,
     transact,
     wait_for_start_lines,
@@ -52,6 +54,7 @@ LIVE_VERBS = ("daemon-reload", "show", "try-restart", "try-reload-or-restart", "
 STYLES = ("classic", "bare")
 COUNT_LINES: list[str] = []
 NO_GUARD_CONF = "[main]\nguard = no\n"
+TRIGGERS = "libvirt-units-triggers"  # installed on every host, as the libvirt-units RPM ships it
 
 
 module_setup = container_module("restart tests", "issues 3 and 8: starts/reloads after the transaction began",
@@ -61,10 +64,13 @@ module_setup = container_module("restart tests", "issues 3 and 8: starts/reloads
 @pytest.fixture(scope="module")
 def repos(classic_pool: Pool, bare_pool: Pool,
           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Per style, a directory with the repositories v900 (9.0.0) and v910 (9.0.0 + 9.1.0)."""
+    """Per style, a directory with the repositories v900 (9.0.0) and v910 (9.0.0 + 9.1.0), both
+    with the rpm triggers the libvirt-units RPM ships beside its plugin (doc/markers.md)."""
+    ours = build_rpms(tmp_path_factory.mktemp("restart-rpms"), {TRIGGERS: our_triggers_spec()})
+    extra = dict.fromkeys(("v900", "v910"), [ours[f"{TRIGGERS}-1"]])
     return {
         pool.style: publish_repos(pool, tmp_path_factory.mktemp(f"guest-repos-{pool.style}"),
-                                  {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]})
+                                  {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]}, extra=extra)
         for pool in (classic_pool, bare_pool)
     }
 
@@ -77,7 +83,7 @@ def guest_with(repos: Mapping[str, Path], style: str, packages: Sequence[str],
     with booted_guest(REPO_ROOT, repos[style]) as container:
         guest = GuestDnf(container)
         guest.setup("v900")
-        guest.dnf("install", *packages, repo="v900", plugin=plugin, plugin_conf=plugin_conf)
+        guest.dnf("install", TRIGGERS, *packages, repo="v900", plugin=plugin, plugin_conf=plugin_conf)
         guest.install_systemctl_wrapper()
         yield guest
 

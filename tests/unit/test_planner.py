@@ -19,7 +19,9 @@ from libvirt_presets.facts import (
 )
 from libvirt_presets.planner import (
     LinkRepair,
+    Plan,
     batch_retries,
+    daemon_reload_due,
     files_that_matter,
     link_repairs,
     plan_transaction,
@@ -365,3 +367,18 @@ def test_installroot_plans_no_restart_at_all():
     plan = plan_transaction(before, set(before.units), tx, Config(), live=None)
     assert plan.restarts == {} and plan.reloads == {}
     assert all("restart" not in r.actions for r in plan.rows)
+
+
+@pytest.mark.parametrize("unit_files,links,guards,preset_reloaded,late,due", [
+    (False, False, False, False, False, False),  # nothing changed
+    (True, False, False, False, False, True),  # new unit files, no preset reload
+    (True, False, False, True, False, False),  # the system preset call reloaded the manager
+    (False, True, False, False, False, True),  # restored links
+    (False, False, True, False, False, True),  # guards the manager still enforces
+    (True, True, True, True, True, True),  # Also= touched links after the preset's reload
+])
+def test_daemon_reload_due_once_and_only_when_the_preset_did_not_do_it(unit_files, links, guards,
+                                                                     preset_reloaded, late, due):
+    plan = Plan(daemon_reload=unit_files)
+    assert daemon_reload_due(plan, links_changed=links, guards_to_drop=guards, preset_reloaded=preset_reloaded,
+                             late_links_changed=late) is due
