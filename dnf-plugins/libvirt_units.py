@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ import dnf.transaction
 import libdnf.transaction
 import rpm
 
-from libvirt_presets import facts, rpmdb, state
+from libvirt_presets import facts, host, rpmdb, state
 from libvirt_presets.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -90,6 +91,16 @@ class LibvirtUnits(dnf.Plugin):
     def transaction(self) -> None:
         if self._pending is not None:
             self._guarded(self._finish)
+            self._pending = None
+
+    def _after_dnf(self) -> None:
+        """At exit, when pre_transaction ran but the transaction hook did not (rpm never started:
+        another plugin or dnf itself gave up after our hook): complete or discard the journal
+        now, so that no guard outlives this dnf. resume() drops a journal whose transaction
+        never reached rpm, guards included."""
+        if self._pending is not None:
+            root, self._pending = self._pending.root, None
+            self._guarded(lambda: _session().resume(root, self._config))
 
     def _guarded(self, step) -> None:  # noqa: ANN001
         # Hooks run inside the user's transaction: our failure must never become theirs.
@@ -102,7 +113,8 @@ class LibvirtUnits(dnf.Plugin):
     def _begin(self) -> None:
         root = Path(self.base.conf.installroot or "/")
         session = _session()
-        self._pending = session.begin(root, self._config, self._changes(root), session.is_live(root))
+        self._pending = session.begin(root, self._config, self._changes(root), host.is_live(root))
+        atexit.register(self._after_dnf)
 
     def _finish(self) -> None:
         assert self._pending is not None
@@ -207,7 +219,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         if opts.dry_run or sub in ("upgrade", "install", "remove"):
             self._dry_run(root, config, sub or "upgrade", opts.packages)
         elif sub == "status":
-            print(render.status_text(commands.status(root, config, session.is_live(root)), str(root), opts.json))
+            print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json))
         elif sub == "resume":
             if session.resume(root, config) is None:
                 print("libvirt-units: no unfinished transaction to complete")
@@ -220,7 +232,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             raise dnf.cli.CliError(MSG_USAGE)
 
     def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
-        from libvirt_presets import commands, render, session
+        from libvirt_presets import commands, render
 
         base = self.base
         try:
@@ -240,7 +252,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         except dnf.exceptions.Error as exc:
             raise dnf.exceptions.Error(f"libvirt-units: cannot resolve the {sub}: {exc}") from exc
         changes = transaction_changes(base.transaction, root, from_headers=False)
-        plan = commands.dry_run(root, config, changes, session.is_live(root))
+        plan = commands.dry_run(root, config, changes, host.is_live(root))
         states = commands.enablement(root, [r.unit for r in plan.rows if r.package_before])
         tx = [{"package": c.nevra, "action": c.action} for c in changes]
         if self.opts.json:

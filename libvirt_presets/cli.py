@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, commands, journal, render, session, state
+from . import __version__, commands, host, journal, render, session, state
 from .config import CONFIG_PATH, Config, load_config
 
 log = logging.getLogger("dnf.plugin.libvirt-units")
@@ -146,7 +146,7 @@ def complete_unfinished(root: Path, config: Config, announce: bool = False) -> N
 
 
 def run_status(root: Path, config: Config, opts: argparse.Namespace) -> int:
-    print(render.status_text(commands.status(root, config, session.is_live(root)), str(root), opts.json))
+    print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json))
     return EXIT_OK
 
 

@@ -31,8 +31,9 @@ def dry_run(root: Path, config: Config, changes: Iterable[PackageChange], live: 
     before = take_snapshot(root)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
     facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
-    after = predict_units_after(before.units, facts)
-    now = read_live_facts(root, before, managed, read_invocations(root), guarded=None) if live else None
+    after = predict_units_after(before, facts)
+    present = [u for u in before.present if u in config.scope]
+    now = read_live_facts(root, before, present, read_invocations(root), guarded=None) if live else None
     return plan_transaction(before, after, facts, config, preset_sets(root), now)
 
 

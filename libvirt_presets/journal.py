@@ -43,6 +43,7 @@ def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations
         "rpmdb_cookie": rpmdb_cookie,
         "invocations_before": invocations,
         "units_before": [[u.scope, u.name, p] for u, p in sorted(before.units.items())],
+        "admin_units_before": [[u.scope, u.name, p] for u, p in sorted(before.admin_units.items())],
         "links_before": before.links,
         "owners_before": [[u.scope, u.name, n] for u, n in sorted(facts.owners_before.items())],
         "changes": [{"name": c.name, "nevra": c.nevra, "action": c.action,
@@ -73,6 +74,7 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
         before = Snapshot(
             units={_unit(r[:2]): str(r[2]) for r in data["units_before"]},
             links=dict(_link(k, v) for k, v in dict(data["links_before"]).items()),
+            admin_units={_unit(r[:2]): str(r[2]) for r in data.get("admin_units_before", [])},
         )
         owners = {_unit(r[:2]): str(r[2]) for r in data["owners_before"]}
         changes = tuple(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Collection, Mapping, Sequence
 
 from . import guards, report
 from .config import NEVER, RELOAD, RESTART, Config, load_config
+from .host import is_live
 from .snapshot import take_snapshot
 from .systemctl import CommandError, Systemctl
 from .units import SYSTEM, UnitKey, template_of
@@ -133,12 +133,6 @@ def marked(systemctl: MarkerSystemctl, units: Sequence[str]) -> tuple[str, ...]:
     """The units among `units` that carry a restart or reload mark now."""
     return tuple(sorted(u for u, m in systemctl.marks(list(units)).items()
                         if u in units and m.markers & {NEEDS_RESTART, NEEDS_RELOAD}))
-
-
-def is_live(root: Path) -> bool:
-    """As systemd-update-helper decides: the host's own root, booted with systemd, not offline."""
-    return (os.path.realpath(root) == "/" and os.path.isdir(root / "run/systemd/system")
-            and os.environ.get("SYSTEMD_OFFLINE", "") != "1")
 
 
 def candidate_units(root: Path, config: Config) -> dict[str, str]:

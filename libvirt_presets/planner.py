@@ -280,11 +280,13 @@ def plan_transaction(
 ) -> Plan:
     """Decide presets, kept enablement and, on a live host (`live`), every live action.
 
-    A unit is new when its file was absent before and is present after, whichever package
-    ships it: moves between packages, renames, reinstalls and downgrades are not new.
+    A unit is new when no file of it was anywhere in the unit search path before and one is
+    after, whichever package ships it: moves between packages, renames, reinstalls and
+    downgrades are not new, and neither is a unit the admin wrote in /etc before a package
+    started shipping it.
     """
     scope = config.scope
-    units_before = set(before.units)
+    units_before = before.present
     after = set(units_after)
     managed = scope.select(units_before | after)
     new_units = sorted(u for u in managed if u in after and u not in units_before)
@@ -309,7 +311,10 @@ def plan_transaction(
             note(unit, "none", "new unit, but presets = no in the configuration")
     held = tuple(kept) if config.presets else ()
     for unit in held:
-        if unit in shipped:
+        if unit in before.admin_units and unit not in before.units:
+            note(unit, "keep", f"the admin's own unit (/{before.admin_units[unit]}) existed before: "
+                               "enablement kept as it is")
+        elif unit in shipped:
             note(unit, "keep", "existed before: enablement kept as it is")
     for unit in gone:
         note(unit, "none", "unit file removed by the transaction")
@@ -401,12 +406,12 @@ def batch_retries(kind: str, units: Collection[str], before: Mapping[str, str],
     return did, again
 
 
-def predict_units_after(units_before: set[UnitKey] | dict[UnitKey, str], tx: TransactionFacts) -> set[UnitKey]:
-    """Unit files present after a transaction that has not run yet (for --dry-run).
+def predict_units_after(before: Snapshot, tx: TransactionFacts) -> set[UnitKey]:
+    """Units present after a transaction that has not run yet (for --dry-run and the guards).
 
     Outgoing packages take their unit files away, incoming ones bring theirs; a file that moves
-    between packages stays.
+    between packages stays, and so does every unit file the admin wrote.
     """
     leaving = set().union(*(units_in_files(c.files) for c in tx.changes if not c.inbound))
     arriving = set().union(*(units_in_files(c.files) for c in tx.incoming))
-    return (set(units_before) - leaving) | arriving
+    return (set(before.units) - leaving) | arriving | set(before.admin_units)

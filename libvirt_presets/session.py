@@ -18,6 +18,7 @@ from . import guards as runtime_guards
 from .config import RESTART, Config
 from .executor import Outcome, apply_presets
 from .facts import LiveFacts, PackageChange, TransactionFacts
+from .host import is_live
 from .planner import (
     Plan,
     batch_retries,
@@ -49,17 +50,6 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def is_live(root: Path) -> bool:
-    """True only for the host's own root with systemd as its running init."""
-    if os.path.realpath(root) != "/":
-        return False
-    try:
-        from systemd import daemon
-    except ImportError:
-        return os.path.isdir("/run/systemd/system")
-    return bool(daemon.booted())
-
-
 @dataclass
 class Pending:
     """Everything known before rpm ran."""
@@ -76,7 +66,7 @@ class Pending:
 
 
 def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
-    return [u for u in snapshot.units if u in config.scope]
+    return [u for u in snapshot.present if u in config.scope]
 
 
 def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> Pending:
@@ -90,8 +80,8 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     guards: tuple[str, ...] = ()
     quiet: tuple[str, ...] = ()
     if live and config.restarts and config.guard:
-        now = read_live_facts(root, before, managed, invocations, guarded=None)
-        predicted = plan_transaction(before, predict_units_after(before.units, facts), facts, config, live=now)
+        now = read_live_facts(root, before, _managed(before, config), invocations, guarded=None)
+        predicted = plan_transaction(before, predict_units_after(before, facts), facts, config, live=now)
         guards, quiet = predicted.live.guard, predicted.live.quiet_reload
     record = journal.encode(before, facts, live=live, invocations=invocations,
                             rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
@@ -131,7 +121,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
         live = read_live_facts(pending.root, after, _managed(after, pending.config),
                                pending.invocations_before, guarded)
         live = replace(live, marked=still_marked(pending.root, pending.config, guarded))
-    plan = plan_transaction(pending.before, after.units, facts, pending.config, presets, live)
+    plan = plan_transaction(pending.before, after.present, facts, pending.config, presets, live)
     # Bad lines in the preset files matter when a preset is applied: one warning line each, once.
     scopes = sorted({unit.scope for unit in plan.presets})
     for problem in dict.fromkeys(p for scope in scopes for p in presets[scope].problems):

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Iterable
 
 from .facts import LiveFacts, ServiceState
-from .units import ENABLEMENT_DIRS, SYSTEM, USER, VENDOR_DIRS, UnitKey, is_valid_unit_name, template_of
+from .units import (
+    ADMIN_DIRS,
+    ENABLEMENT_DIRS,
+    SYSTEM,
+    USER,
+    VENDOR_DIRS,
+    UnitKey,
+    is_valid_unit_name,
+    template_of,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,13 @@ class Snapshot:
     # enablement symlink (relative to the root) -> its target, exactly as readlink() gives it
     links: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    # unit -> the admin's own unit file (/etc, /run, /usr/local/lib; relative to the root)
+    admin_units: dict[UnitKey, str] = field(default_factory=dict)
+
+    @property
+    def present(self) -> set[UnitKey]:
+        """Every unit with a file anywhere in the unit search path."""
+        return set(self.units) | set(self.admin_units)
 
 
 SYMLINK_HOPS_MAX = 32  # systemd's CHASE_SYMLINKS_MAX
@@ -103,6 +119,33 @@ def _scan_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
     return units
 
 
+def _scan_admin_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
+    """Unit files the admin put in the search path: regular files, and symlinks that link a
+    unit file in under its own name (`systemctl link`). Masks (-> /dev/null), aliases and the
+    enablement directories are links, not units."""
+    units: dict[UnitKey, str] = {}
+    for scope, dirs in ADMIN_DIRS.items():
+        for rel in dirs:
+            # /etc/systemd/{system,user} are the enablement directories too: _scan_links reports them
+            said = [] if rel in ENABLEMENT_DIRS.values() else problems
+            path = _directory(root, rel, "unit", "unit", said)
+            if path is None:
+                continue
+            try:
+                with os.scandir(path) as it:
+                    for entry in it:
+                        if not is_valid_unit_name(entry.name) or entry.is_dir(follow_symlinks=False):
+                            continue
+                        if entry.is_symlink():
+                            target = os.readlink(entry.path)
+                            if target == "/dev/null" or os.path.basename(target) != entry.name:
+                                continue
+                        units.setdefault(UnitKey(scope, entry.name), f"{rel}/{entry.name}")
+            except OSError as exc:
+                said.append(f"{root / rel}: cannot read unit directory: {exc.strerror or exc}")
+    return units
+
+
 def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
     links: dict[str, str] = {}
     for rel in ENABLEMENT_DIRS.values():
@@ -142,8 +185,9 @@ def _printable(problem: str) -> str:
 def take_snapshot(root: Path) -> Snapshot:
     problems: list[str] = []
     units = _scan_units(root, problems)
+    admin = _scan_admin_units(root, problems)
     links = _scan_links(root, problems)
-    return Snapshot(units=units, links=links, problems=tuple(map(_printable, problems)))
+    return Snapshot(units=units, links=links, problems=tuple(map(_printable, problems)), admin_units=admin)
 
 
 RUNTIME_UNITS_DIR = "run/systemd/units"
@@ -276,7 +320,8 @@ def read_triggers(root: Path, snapshot: Snapshot, units: Iterable[UnitKey]) -> d
 
 
 def _vendor_path(root: Path, name: str) -> str | None:
-    for rel in VENDOR_DIRS[SYSTEM]:
+    """The file systemd loads for a system unit: the admin's, else the vendor's."""
+    for rel in (*ADMIN_DIRS[SYSTEM], *VENDOR_DIRS[SYSTEM]):
         if (root / rel / name).is_file():
             return f"{rel}/{name}"
     return None

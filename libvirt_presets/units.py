@@ -21,6 +21,12 @@ VENDOR_DIRS = {
     SYSTEM: ("usr/lib/systemd/system", "lib/systemd/system"),
     USER: ("usr/lib/systemd/user",),
 }
+# The rest of the unit search path (systemd.unit(5)): the admin's own unit files, which no
+# package ships. A unit is new only when no directory of the search path had a file for it.
+ADMIN_DIRS = {
+    SYSTEM: ("etc/systemd/system", "run/systemd/system", "usr/local/lib/systemd/system"),
+    USER: ("etc/systemd/user", "run/systemd/user", "usr/local/lib/systemd/user"),
+}
 # Where `systemctl enable/disable/mask` put their symlinks (admin state).
 ENABLEMENT_DIRS = {
     SYSTEM: "etc/systemd/system",
