@@ -176,8 +176,9 @@ class GuestDnf:
 
     def dnf(self, *args: str, repo: str, plugin: bool = True, installroot: str = "/",
             check: bool = True, env: Mapping[str, str] | None = None,
-            plugin_conf: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the guest's real dnf with REPO_DIR/repo as the only repository.
+            plugin_conf: str | None = None, wrap: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        """Run the guest's real dnf with REPO_DIR/repo as the only repository (under `wrap`,
+        e.g. ``["chroot", "/mnt/x"]``, when given).
 
         plugin=True loads dnf-plugins/ and etc/dnf/plugins/ from the bound checkout (and
         imports libvirt_presets from it), or, given plugin_conf, a private libvirt-units.conf
@@ -194,7 +195,7 @@ class GuestDnf:
                      f"--setopt=pluginconfpath={self.plugin_conf_dir(plugin_conf)}"]
         else:
             argv.append("--noplugins")
-        argv += args
+        argv = [*wrap, *argv, *args]
         result = self.c.run(argv, check=False, env={"HOME": HOME, "PYTHONPATH": SRC, **(env or {})})
         print(f"[guest] $ {shlex.join(argv)}  [rc={result.returncode}]")
         print(result.stdout + (f"[stderr]\n{result.stderr}" if result.stderr else ""))
@@ -337,13 +338,14 @@ class Run:
 
 def transact(guest: GuestDnf, *args: str, plugin: bool, watch: Sequence[str],
              repo: str = "v910", plugin_conf: str | None = None, check: bool = True,
-             env: Mapping[str, str] | None = None) -> Run:
+             env: Mapping[str, str] | None = None, wrap: Sequence[str] = ()) -> Run:
     """Run one dnf transaction and collect the start/reload lines it caused."""
     wait_for_start_lines(guest, watch)
     before = guest.show(*watch)
     mark = len(guest.events())
     guest.clear_wrapper_log()
-    result = guest.dnf(*args, repo=repo, plugin=plugin, plugin_conf=plugin_conf, check=check, env=env)
+    result = guest.dnf(*args, repo=repo, plugin=plugin, plugin_conf=plugin_conf, check=check, env=env,
+                       wrap=wrap)
     if check:
         wait_for_start_lines(guest, watch)
     return Run(result.stdout + result.stderr, guest.events()[mark:], before, guest.show(*watch),
