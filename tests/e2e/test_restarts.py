@@ -22,6 +22,7 @@ systemctl calls of the plugin are counted with a wrapper first on dnf's PATH
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -295,6 +296,14 @@ def test_r5_installroot_transaction_never_touches_the_live_manager(repos):
         assert guest.events()[mark:] == []  # no start, no reload in the live system
         assert "posttrans libvirt-daemon-9.1.0" in guest.events(SCRATCH)
         assert "Traceback" not in upgrade.stdout + upgrade.stderr
+        # The installroot was handled as what it is, not as the booted host around it: no guard
+        # (none in its /run either), nothing planned live, and the transaction's record is there.
+        assert "without per-unit handling" not in upgrade.stdout + upgrade.stderr
+        record = json.loads(guest.c.read_file(f"{SCRATCH}/var/lib/dnf/libvirt-units/last-transaction.json"))
+        assert record["guards"] == [] and record["outcome"]["restarted"] == record["outcome"]["reloaded"] == []
+        assert not any(a in ("guard", "restart", "reload", "start") for u in record["units"] for a in u["actions"])
+        assert guest.c.run(["sh", "-c", f"ls {SCRATCH}/run/systemd/system/*.d/50-libvirt-units-guard.conf"],
+                           check=False).returncode != 0
 
 
 # A failing unit -----------------------------------------------------------------------
