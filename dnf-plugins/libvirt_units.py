@@ -16,7 +16,7 @@ import libdnf.transaction
 import rpm
 
 from libvirt_presets import facts, host, rpmdb, state
-from libvirt_presets.config import Config, load_config
+from libvirt_presets.config import CONFIG_PATH, Config, config_paths, load_config
 
 if TYPE_CHECKING:
     from libvirt_presets.session import Pending
@@ -49,17 +49,17 @@ def _session():  # noqa: ANN202 - the libvirt_presets.session module
 
 
 def config_files(conf) -> list[Path]:  # noqa: ANN001 - dnf.conf.Conf
-    """The main file from dnf's pluginconfpath, then its drop-ins in name order."""
-    paths: list[Path] = []
-    for directory in conf.pluginconfpath:
-        main = Path(directory, "libvirt-units.conf")
-        paths.append(main)
-        paths += sorted(Path(directory, "libvirt-units.d").glob("*.conf"))
-    return paths
+    """The main file from each directory of dnf's pluginconfpath, then its drop-ins."""
+    return [p for directory in conf.pluginconfpath for p in config_paths(Path(directory, CONFIG_PATH.name))]
 
 
 class LibvirtUnits(dnf.Plugin):
     name = "libvirt-units"
+    # dnf parses <config_name>.conf itself, strictly, before any plugin runs, and one line it
+    # cannot parse stops every dnf command. So dnf reads a file we do not ship (an admin may
+    # still write `[main] enabled = 0` there to keep dnf from loading us), and libvirt-units.conf
+    # with its drop-ins is read by our own parser only: a bad line is a warning, never an error.
+    config_name = "libvirt-units-dnf"
 
     def __init__(self, base, cli):  # noqa: ANN001
         super().__init__(base, cli)
@@ -219,7 +219,8 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         if opts.dry_run or sub in ("upgrade", "install", "remove"):
             self._dry_run(root, config, sub or "upgrade", opts.packages)
         elif sub == "status":
-            print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json))
+            pending = commands.pending_problem(root, "dnf libvirt-units resume")
+            print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json, pending))
         elif sub == "resume":
             if session.resume(root, config) is None:
                 print("libvirt-units: no unfinished transaction to complete")

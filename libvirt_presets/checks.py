@@ -19,7 +19,7 @@ LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "List
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # socket-conflict | missing-service | dangling-link
+    kind: str  # socket-conflict | missing-service | dangling-link | config | pending
     units: tuple[str, ...]
     message: str
 

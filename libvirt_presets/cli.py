@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, commands, host, journal, render, session, state
-from .config import CONFIG_PATH, Config, load_config
+from .config import CONFIG_PATH, Config, config_paths, load_config
 
 log = logging.getLogger("dnf.plugin.libvirt-units")
 
@@ -64,11 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_files(path: Path) -> list[Path]:
-    """The main file, then its drop-ins in name order (as the dnf plugin reads them)."""
-    return [path, *sorted((path.parent / "libvirt-units.d").glob("*.conf"))]
-
-
 def log_to_stderr(quiet: bool, verbose: bool) -> logging.Handler:
     # stderr only: dnf5's actions plugin parses our stdout as `var.x=...` requests
     handler = logging.StreamHandler(sys.stderr)
@@ -92,7 +87,7 @@ def run(opts: argparse.Namespace) -> int:
     try:
         if not opts.root.is_dir():
             raise OSError(f"--root {opts.root}: not a directory")
-        config = load_config(config_files(opts.config))
+        config = load_config(config_paths(opts.config))
         for problem in config.problems:
             log.warning("libvirt-units: %s", problem)
         return RUNNERS[opts.subcommand](opts.root, config, opts)
@@ -146,12 +141,13 @@ def complete_unfinished(root: Path, config: Config, announce: bool = False) -> N
 
 
 def run_status(root: Path, config: Config, opts: argparse.Namespace) -> int:
-    print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json))
+    pending = commands.pending_problem(root, "libvirt-units resume")
+    print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json, pending))
     return EXIT_OK
 
 
 def run_check(root: Path, config: Config, opts: argparse.Namespace) -> int:
-    problems = commands.check(root, config)
+    problems = commands.check(root, config, resume="libvirt-units resume")
     print(render.check_text(problems, str(root), opts.json))
     if problems:
         print(MSG_PROBLEMS.format(len(problems)), file=sys.stderr)

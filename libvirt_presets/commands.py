@@ -6,10 +6,11 @@ these functions read the root and return data for render.py. None of them change
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable
 
-from . import rpmdb
+from . import rpmdb, state
 from .checks import Problem, find_problems
 from .config import Config
 from .facts import PackageChange, TransactionFacts
@@ -69,10 +70,24 @@ def status(root: Path, config: Config, live: bool) -> list[UnitStatus]:
     return result
 
 
-def check(root: Path, config: Config) -> list[Problem]:
+def pending_problem(root: Path, resume: str) -> Problem | None:
+    """An unfinished transaction (a dnf killed between rpm and our step): `resume` is the
+    command that completes it, as the front end spells it."""
+    path = state.state_dir(root) / state.PENDING
+    if not os.path.lexists(path):
+        return None
+    return Problem("pending", (), f"{path}: an unfinished transaction is recorded; run '{resume}'")
+
+
+def check(root: Path, config: Config, resume: str = "dnf libvirt-units resume") -> list[Problem]:
+    """Problems of the host, then of the configuration (every bad line), then an unfinished
+    transaction: each one a reason for exit status 1."""
     snap = take_snapshot(root)
     managed = {u for u in set(snap.units) | _linked_units(snap) if u in config.scope}
-    return find_problems(root, snap, managed)
+    problems = find_problems(root, snap, managed)
+    problems += [Problem("config", (), p) for p in config.problems]
+    pending = pending_problem(root, resume)
+    return problems + ([pending] if pending else [])
 
 
 def _linked_units(snap: Snapshot) -> set[UnitKey]:

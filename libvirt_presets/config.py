@@ -21,6 +21,12 @@ from typing import Iterable
 from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
 
 CONFIG_PATH = Path("/etc/dnf/plugins/libvirt-units.conf")
+DROPIN_DIR = "libvirt-units.d"
+
+
+def config_paths(main: Path = CONFIG_PATH) -> list[Path]:
+    """The configuration: the main file, then the drop-ins beside it in name order."""
+    return [main, *sorted((main.parent / DROPIN_DIR).glob("*.conf"))]
 
 RESTART = "restart"
 RELOAD = "reload"

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
 from . import guards, report
-from .config import NEVER, RELOAD, RESTART, Config, load_config
+from .config import NEVER, RELOAD, RESTART, Config, config_paths, load_config
 from .host import is_live
 from .snapshot import take_snapshot
 from .systemctl import CommandError, Systemctl
@@ -198,11 +198,6 @@ def convert_restart_markers(config: Config, root: Path = Path("/"),
     return unmarked
 
 
-def config_paths(directory: Path) -> list[Path]:
-    """The plugin's configuration: the main file, then its drop-ins in name order."""
-    return [directory / CONFIG_NAME, *sorted((directory / "libvirt-units.d").glob("*.conf"))]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m libvirt_presets.markers",
@@ -212,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"directory of {CONFIG_NAME} and libvirt-units.d/ (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    config = load_config(config_paths(args.conf_dir))
+    config = load_config(config_paths(args.conf_dir / CONFIG_NAME))
     for problem in config.problems:
         report.warn(problem)
     try:

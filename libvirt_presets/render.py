@@ -50,7 +50,7 @@ def plan_json(plan: Plan, command: str, root: str, enablement: dict[str, str] | 
             "problems": [], "guards": list(plan.live.guard)}
 
 
-def status_json(statuses: Iterable[UnitStatus], root: str) -> dict[str, Any]:
+def status_json(statuses: Iterable[UnitStatus], root: str, pending: Problem | None = None) -> dict[str, Any]:
     units = []
     for st in statuses:
         extra: dict[str, Any] = {"enablement": st.enablement, "preset": st.preset,
@@ -58,7 +58,8 @@ def status_json(statuses: Iterable[UnitStatus], root: str) -> dict[str, Any]:
         if st.active is not None:
             extra["active"] = st.active
         units.append(row_json(st.row, extra))
-    return {"command": "status", "root": root, "transaction": [], "units": units, "problems": []}
+    problems = [{"kind": pending.kind, "units": [], "message": pending.message}] if pending else []
+    return {"command": "status", "root": root, "transaction": [], "units": units, "problems": problems}
 
 
 def problems_json(problems: Sequence[Problem], root: str, units: Sequence[UnitPlan] = ()) -> dict[str, Any]:
@@ -109,9 +110,12 @@ def status_table(statuses: Sequence[UnitStatus]) -> str:
     return str(table) if table.rows else "no managed unit is installed"
 
 
-def status_text(statuses: Sequence[UnitStatus], root: str, as_json: bool) -> str:
-    """What `status` prints, for both front ends (dnf command and standalone CLI)."""
-    return dumps(status_json(statuses, root)) if as_json else status_table(statuses)
+def status_text(statuses: Sequence[UnitStatus], root: str, as_json: bool, pending: Problem | None = None) -> str:
+    """What `status` prints, for both front ends (dnf command and standalone CLI): the units,
+    and an unfinished transaction waiting for `resume` first of all."""
+    if as_json:
+        return dumps(status_json(statuses, root, pending))
+    return (f"{pending.message}\n\n" if pending else "") + status_table(statuses)
 
 
 def check_text(problems: Sequence[Problem], root: str, as_json: bool) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_presets import cli, journal
+from libvirt_presets.config import config_paths
 from libvirt_presets.facts import DOWNGRADE, ERASE, INSTALL, OBSOLETE, REINSTALL, UPGRADE
 from libvirt_presets.rpmdb import InstalledPackage
 from libvirt_presets.rpmdiff import changes_between, split_nevra
@@ -117,7 +118,7 @@ def test_config_files_are_the_main_file_then_drop_ins_in_name_order(tmp_path):
     for name in ("20-b.conf", "10-a.conf", "ignored.txt"):
         (drop / name).write_text("")
     main = tmp_path / "libvirt-units.conf"
-    assert cli.config_files(main) == [main, drop / "10-a.conf", drop / "20-b.conf"]
+    assert config_paths(main) == [main, drop / "10-a.conf", drop / "20-b.conf"]
 
 
 # --- dnf5 actions file ----------------------------------------------------------------------

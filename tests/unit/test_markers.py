@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from libvirt_presets import guards
-from libvirt_presets.config import Config, parse_config
+from libvirt_presets.config import Config, config_paths, parse_config
 from libvirt_presets.markers import (
     MarkerSystemctl,
     UnitMarks,
-    config_paths,
     convert_restart_markers,
     parse_marks,
     plan_marker_changes,
@@ -122,4 +121,4 @@ def test_config_paths_read_the_drop_ins_in_order(tmp_path):
     (tmp_path / "libvirt-units.d").mkdir()
     for name in ("b.conf", "a.conf", "c.txt"):
         (tmp_path / "libvirt-units.d" / name).write_text("")
-    assert [p.name for p in config_paths(tmp_path)] == ["libvirt-units.conf", "a.conf", "b.conf"]
+    assert [p.name for p in config_paths(tmp_path / "libvirt-units.conf")] == ["libvirt-units.conf", "a.conf", "b.conf"]
