@@ -72,16 +72,26 @@ class LibvirtUnits(dnf.Plugin):
         self._config = load_config(config_files(self.base.conf))
         for problem in self._config.problems:
             logger.warning(MSG_CONFIG, problem)
-        # An earlier dnf killed between rpm and our step left a journal: finish it now, on any
-        # command that may act (root, not a test run, not our own read-only command).
-        root = Path(self.base.conf.installroot or "/")
-        if self._may_act() and os.geteuid() == 0 and os.path.lexists(state.state_dir(root) / state.PENDING):
-            self._guarded(lambda: _session().resume(root, self._config))
+        # An earlier dnf killed between rpm and our step left a journal: its on-disk part is
+        # completed now, on any command that may act (root, not a test run, not our own
+        # command); its restarts wait for a transaction (pre_transaction) or `resume`, so that
+        # a `dnf makecache` from a timer never restarts libvirtd at a random hour.
+        if self._journal_pending():
+            root = Path(self.base.conf.installroot or "/")
+            self._guarded(lambda: _session().resume(root, self._config, live_actions=False))
 
     def pre_transaction(self) -> None:
         self._pending = None
         if self._may_act() and not self.base.conf.downloadonly:
+            if self._journal_pending():  # a transaction now: the earlier one's restarts first
+                root = Path(self.base.conf.installroot or "/")
+                self._guarded(lambda: _session().resume(root, self._config))
             self._guarded(self._begin)
+
+    def _journal_pending(self) -> bool:
+        root = Path(self.base.conf.installroot or "/")
+        return (self._may_act() and os.geteuid() == 0
+                and os.path.lexists(state.state_dir(root) / state.PENDING))
 
     def _may_act(self) -> bool:
         """Not when disabled, not in a test transaction, never under our own read-only command."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
-from . import executor, journal, render, report, rpmdb, rpmdiff, state
+from . import executor, journal, render, report, rpmdb, rpmdiff, state, watch
 from . import guards as runtime_guards
 from .config import RESTART, Config
 from .executor import Outcome, apply_presets
@@ -63,6 +64,8 @@ class Pending:
     invocations_before: dict[str, str]
     # the journal as written: facts plus the steps already done
     record: dict = field(default_factory=dict)
+    # takes the guards down if dnf dies before finish() does (watch.py)
+    watcher: subprocess.Popen[bytes] | None = None
 
 
 def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
@@ -87,13 +90,15 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
                             rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
                             keep_file=files_that_matter(config))
     journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
+    watcher = None
     if guards:
         from . import markers  # live hosts only: the rest of dnf's runs do without it
 
         markers.forget_trigger(root)  # a stamp our rpm trigger leaves from now on is this transaction's
+        watcher = watch.start(root, guards)
         guard_units(root, guards, quiet)
     checkpoint("after-snapshot")
-    return Pending(root, config, live, before, facts, invocations, record)
+    return Pending(root, config, live, before, facts, invocations, record, watcher)
 
 
 def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
@@ -206,12 +211,15 @@ def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outco
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
-           systemctl: Systemctl | None = None) -> Outcome:
+           systemctl: Systemctl | None = None, live_actions: bool = True) -> Outcome:
     """Plan from the facts and the root as it is now, apply, then drop the journal.
 
     Each step is marked in the journal once done, so a resumed run neither repeats a restart
-    nor skips a preset. Presets and link restores are idempotent anyway.
+    nor skips a preset. Presets and link restores are idempotent anyway. Without
+    `live_actions` only the on-disk part is done (and the manager reloaded so that it drops
+    the guards): the journal stays, and restarts wait for a transaction or `resume`.
     """
+    checkpoint("after-rpm")
     root, record = pending.root, pending.record
     done = set(record.get("done", []))
 
@@ -251,6 +259,9 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")
+    watch.release(pending.watcher)  # the manager enforces no guard any more
+    if not live_actions and live is not None and "live" not in done:
+        return outcome  # the restarts wait for the next transaction or an explicit resume
     if live is not None and "live" not in done:
         apply_live(plan, live, systemctl, outcome)
         step("live")
@@ -259,8 +270,9 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     return outcome
 
 
-def resume(root: Path, config: Config) -> Outcome | None:
-    """Finish the transaction an earlier, killed dnf left in the journal (idempotent).
+def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | None:
+    """Finish the transaction an earlier, killed dnf left in the journal (idempotent); without
+    `live_actions`, only its on-disk part (see finish()).
 
     A journal whose transaction never reached rpm (the rpmdb is unchanged) is discarded: its
     facts describe a transaction that did not happen.
@@ -282,14 +294,14 @@ def resume(root: Path, config: Config) -> Outcome | None:
     report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
     if journal.INSTALLED_BEFORE in record:  # a snapshot of the standalone CLI: read rpm's work back
         try:
-            return finish_observed(root, config, record)
+            return finish_observed(root, config, record, live_actions)
         except journal.JournalError:
             return None
     installed = rpmdb.installed_nevras(root)
     done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
     live = meta["live"] and is_live(root)
     pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
-    return finish(pending, done_nevras)
+    return finish(pending, done_nevras, live_actions=live_actions)
 
 
 # -- transactions nobody describes to us: plain rpm, dnf5's actions plugin ---------------------
@@ -304,7 +316,7 @@ def begin_observed(root: Path, config: Config) -> Pending:
     return pending
 
 
-def finish_observed(root: Path, config: Config, record: dict) -> Outcome | None:
+def finish_observed(root: Path, config: Config, record: dict, live_actions: bool = True) -> Outcome | None:
     """Finish a `begin_observed()` journal: the package changes are the difference between the
     rpmdb then and now. Raises JournalError (the journal moved aside) when it is unusable."""
     try:
@@ -314,11 +326,11 @@ def finish_observed(root: Path, config: Config, record: dict) -> Outcome | None:
         journal.quarantine(root, str(exc))
         raise
     if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
-        return resume(root, config)  # rpm changed nothing: resume() discards the journal
+        return resume(root, config, live_actions)  # rpm changed nothing: resume() discards the journal
     installed = rpmdb.installed_stamps(root)
     arrived = rpmdb.installed_packages(root, [n for n, tid in installed.items() if installed_before.get(n) != tid])
     changes = rpmdiff.changes_between(installed_before, installed, arrived)
     facts = TransactionFacts(tuple(changes), facts.owners_before)
     live = meta["live"] and is_live(root)
     pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
-    return finish(pending, {c.nevra for c in changes})
+    return finish(pending, {c.nevra for c in changes}, live_actions=live_actions)
