@@ -17,6 +17,7 @@ import rpm
 
 from libvirt_presets import facts, host, rpmdb, state
 from libvirt_presets.config import CONFIG_PATH, Config, config_paths, load_config
+from libvirt_presets.journal import JournalError
 
 if TYPE_CHECKING:
     from libvirt_presets.session import Pending
@@ -116,6 +117,8 @@ class LibvirtUnits(dnf.Plugin):
         # Hooks run inside the user's transaction: our failure must never become theirs.
         try:
             step()
+        except JournalError:
+            pass  # an unusable journal was moved aside, and that was said in one line
         except Exception as exc:  # noqa: BLE001
             logger.warning(MSG_FAILED, exc)
             logger.debug("libvirt-units traceback", exc_info=True)
@@ -130,7 +133,15 @@ class LibvirtUnits(dnf.Plugin):
         assert self._pending is not None
         done = {str(tsi.pkg) for tsi in self.base.transaction
                 if tsi.state == libdnf.transaction.TransactionItemState_DONE}
-        _session().finish(self._pending, done)
+        _session().finish(self._pending, done, history_id=self._history_id())
+
+    def _history_id(self) -> int | None:
+        """The ID `dnf history` gives the transaction that just ran, for the record."""
+        try:
+            last = self.base.history.last()
+            return int(last.tid) if last is not None else None
+        except Exception:  # noqa: BLE001 - a nicety: never fail the transaction for it
+            return None
 
     def _changes(self, root: Path) -> list[facts.PackageChange]:
         return transaction_changes(self.base.transaction, root, from_headers=True,
@@ -232,7 +243,11 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             pending = commands.pending_problem(root, "dnf libvirt-units resume")
             print(render.status_text(commands.status(root, config, host.is_live(root)), str(root), opts.json, pending))
         elif sub == "resume":
-            if session.resume(root, config) is None:
+            try:
+                resumed = session.resume(root, config)
+            except JournalError as exc:
+                raise dnf.exceptions.Error(f"libvirt-units: {exc}; nothing was completed") from exc
+            if resumed is None:
                 print("libvirt-units: no unfinished transaction to complete")
         elif sub == "check":
             problems = commands.check(root, config)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from . import __version__, commands, host, journal, render, session, state
+from . import __version__, commands, host, journal, render, rpmdb, session, state
 from .config import CONFIG_PATH, Config, config_paths, load_config
 
 log = logging.getLogger("dnf.plugin.libvirt-units")
@@ -27,6 +28,10 @@ MSG_COMPLETING = "libvirt-units: completing the unfinished transaction recorded 
 MSG_NOTHING_TO_RESUME = "libvirt-units: no unfinished transaction to complete"
 MSG_PROBLEMS = "libvirt-units: {} problem(s) found"
 MSG_ERROR = "libvirt-units: error: {}"
+MSG_NOT_ROOT = "'{}' changes the system: it must be run as root"
+MSG_NO_RPMDB = "--root {} has no rpm database (rpm's %_dbpath below it): not an rpm system"
+MSG_NO_CONFIG = "--config {}: no such file"
+WRITES = ("snapshot", "apply", "resume")  # the subcommands that change the system
 
 DESCRIPTION = "Per-unit systemd presets, kept enablement and batched restarts around rpm transactions."
 EPILOG = ("Around plain rpm: 'libvirt-units snapshot && rpm -U PKGS; libvirt-units apply' "
@@ -39,14 +44,15 @@ SUBCOMMANDS = {
     "status": "the managed units: package, enablement, preset, drift, active state",
     "check": "find enabled sockets that conflict, sockets without their service, dangling links (exit 1)",
     "resume": "complete a transaction a killed dnf or an interrupted 'apply' left unfinished",
+    "last": "the record of the last transaction: when, which packages, what was done to which unit",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", metavar="DIR", default="/", type=Path,
+    common.add_argument("--root", metavar="DIR", default=Path("/"), type=root_dir,
                         help="act on the system installed in DIR, like rpm --root (default: /)")
-    common.add_argument("--config", metavar="FILE", default=CONFIG_PATH, type=Path,
+    common.add_argument("--config", metavar="FILE", default=None, type=Path,
                         help=f"configuration file, then FILE's directory/libvirt-units.d/*.conf "
                              f"(default: {CONFIG_PATH})")
     noise = common.add_mutually_exclusive_group()
@@ -59,9 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subs = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     for name, summary in SUBCOMMANDS.items():
-        parents = [common, with_json] if name in ("status", "check") else [common]
+        parents = [common, with_json] if name in ("status", "check", "resume", "last") else [common]
         subs.add_parser(name, parents=parents, help=summary, description=summary)
     return parser
+
+
+def root_dir(text: str) -> Path:
+    """--root: a directory that exists (an empty word would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give the directory of the system to act on")
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    return Path(text)
 
 
 def log_to_stderr(quiet: bool, verbose: bool) -> logging.Handler:
@@ -79,20 +94,29 @@ def main(argv: list[str] | None = None) -> int:
     handler = log_to_stderr(opts.quiet, opts.verbose)
     try:
         return run(opts)
+    except BrokenPipeError:  # `libvirt-units status | head`: the reader had enough, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
     finally:
         log.removeHandler(handler)
 
 
 def run(opts: argparse.Namespace) -> int:
     try:
-        if not opts.root.is_dir():
-            raise OSError(f"--root {opts.root}: not a directory")
-        config = load_config(config_paths(opts.config))
+        if opts.subcommand in WRITES and os.geteuid() != 0:
+            raise PermissionError(MSG_NOT_ROOT.format(f"libvirt-units {opts.subcommand}"))
+        if opts.config is not None and not opts.config.is_file():
+            raise FileNotFoundError(MSG_NO_CONFIG.format(opts.config))
+        if rpmdb.database_path(opts.root) is None:
+            raise FileNotFoundError(MSG_NO_RPMDB.format(opts.root))
+        config = load_config(config_paths(opts.config or CONFIG_PATH))
         for problem in config.problems:
             log.warning("libvirt-units: %s", problem)
         return RUNNERS[opts.subcommand](opts.root, config, opts)
     except journal.JournalError:
         return EXIT_ERROR  # journal.quarantine() has said why, in one line
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         if opts.verbose:
             raise
@@ -121,9 +145,16 @@ def run_apply(root: Path, config: Config, opts: argparse.Namespace) -> int:
 
 def run_resume(root: Path, config: Config, opts: argparse.Namespace) -> int:
     if journal.load(root) is None:
-        print(MSG_NOTHING_TO_RESUME)
+        print(render.dumps(render.empty_json("resume", str(root))) if opts.json else MSG_NOTHING_TO_RESUME)
         return EXIT_OK
     complete_unfinished(root, config, announce=True)
+    if opts.json:
+        print(render.last_text(state.read_json(root, state.LAST_TRANSACTION), True))
+    return EXIT_OK
+
+
+def run_last(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    print(render.last_text(state.read_json(root, state.LAST_TRANSACTION), opts.json))
     return EXIT_OK
 
 
@@ -156,4 +187,4 @@ def run_check(root: Path, config: Config, opts: argparse.Namespace) -> int:
 
 
 RUNNERS = {"snapshot": run_snapshot, "apply": run_apply, "status": run_status, "check": run_check,
-           "resume": run_resume}
+           "resume": run_resume, "last": run_last}

@@ -73,7 +73,7 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome, reload: bo
                           level=logging.DEBUG)
         outcome.preset += done
         if done:
-            report.log.info("libvirt-units: applied presets to %d new %sunit(s): %s",
+            report.log.debug("libvirt-units: applied presets to %d new %sunit(s): %s",
                             len(done), "user " if user else "", " ".join(done))
     return reloaded
 
@@ -127,8 +127,9 @@ def restore_links(root: Path, plan: Plan, repairs: Sequence[LinkRepair], outcome
     for repair in repairs:
         if repair.link in outcome.unrepairable:
             continue  # warned about once already
-        shown = repair.link if repair.link.isprintable() else ascii(repair.link)  # one log line
-        what = f"{shown} -> {repair.target}" if repair.target else f"removed {shown}"
+        shown = f"/{repair.link}" if root == Path("/") else str(root / repair.link)  # as systemctl says it
+        shown = shown if shown.isprintable() else ascii(shown)  # one log line
+        what = f"created symlink {shown} \u2192 {repair.target}" if repair.target else f'removed "{shown}"'
         what = what if what.isprintable() else ascii(what)
         name = os.path.basename(repair.link)
         trigger = packages.get(UnitKey(link_scope(repair.link) or SYSTEM, name))
@@ -141,9 +142,7 @@ def restore_links(root: Path, plan: Plan, repairs: Sequence[LinkRepair], outcome
             outcome.unrepairable.add(repair.link)
             continue
         outcome.repaired.append(repair)
-        report.record("restore", name, what,
-                      "enablement changed during the transaction; put back as the admin left it",
-                      trigger)
+        report.record("restore", name, what, "put back as the admin left it", trigger)
     return len(outcome.repaired) - before
 
 

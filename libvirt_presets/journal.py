@@ -112,18 +112,29 @@ def clear(root: Path) -> None:
         pass
 
 
-def quarantine(root: Path, why: str) -> None:
+def quarantine(root: Path, why: str) -> JournalError:
+    """Move an unusable journal aside (never over an earlier one) and say so in one line; the
+    error to raise: its transaction cannot be completed, which front ends report (exit 2)."""
     path = state.state_dir(root) / PENDING
-    aside = path.with_name(f"{PENDING}.corrupt-{int(time.time())}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{PENDING}.corrupt-{stamp}")
+    for n in range(2, 1000):
+        if not os.path.lexists(aside):
+            break
+        aside = path.with_name(f"{PENDING}.corrupt-{stamp}-{n}")
     try:
-        os.replace(path, aside)
+        os.rename(path, aside)
     except OSError:
         pass
-    report.warn(f"{path}: unusable journal moved to {aside.name}: {why}")
+    why = why.replace(f"{path}: ", "").replace(f"{path}:", "line ")  # the path is said once
+    report.warn(f"{path}: unusable journal ({why}), moved to {aside.name}; its transaction was not "
+                "completed: compare the units with 'dnf libvirt-units status'")
+    return JournalError(f"unusable journal moved to {aside}")
 
 
 def load(root: Path) -> dict[str, Any] | None:
-    """The unfinished journal, or None. A corrupt one is moved aside with a warning."""
+    """The unfinished journal, or None. A corrupt one is moved aside with a warning and
+    JournalError is raised: there was a transaction, and it cannot be completed."""
     path = state.state_dir(root) / PENDING
     try:
         return state.read_json(root, PENDING)
@@ -131,8 +142,7 @@ def load(root: Path) -> dict[str, Any] | None:
         report.warn(f"{path}: journal refused: {exc}")
         return None
     except (ValueError, UnicodeDecodeError) as exc:
-        quarantine(root, str(exc))
-        return None
+        raise quarantine(root, str(exc)) from exc
 
 
 # The CLI's snapshot (plain rpm, dnf5) knows no package list: it records every installed package

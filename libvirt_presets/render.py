@@ -67,6 +67,64 @@ def problems_json(problems: Sequence[Problem], root: str, units: Sequence[UnitPl
             "problems": [{"kind": p.kind, "units": list(p.units), "message": p.message} for p in problems]}
 
 
+SUMMARY_LINES = (  # outcome key, label, what the unit list means
+    ("restored", "Kept", "enablement put back as the admin left it"),
+    ("restarted", "Restarted", ""),
+    ("reloaded", "Reloaded", ""),
+    ("started", "Started again", ""),
+    ("stopped", "Stopped", ""),
+    ("unmarked", "Unmarked", ""),
+)
+
+
+def summary(record: dict[str, Any]) -> list[str]:
+    """The short block a transaction ends with (and `last` prints), in dnf's manner: one
+    headline, then one line per kind of action with the units it touched. Per-unit details
+    are in the journal and under -v."""
+    outcome = record.get("outcome") or {}
+    actions = {u.get("unit"): u.get("actions", []) for u in record.get("units", [])}
+    preset = [f"{u} ({_preset_word(actions.get(u, []))})" for u in outcome.get("preset", [])]
+    restored = sorted({link.get("link", "").rsplit("/", 1)[-1] for link in outcome.get("restored_links", [])})
+    lists = {"restored": restored, **{key: outcome.get(key, []) for key, _, _ in SUMMARY_LINES[1:]}}
+    counts = [f"{len(preset)} new unit(s) preset"] if preset else []
+    counts += [f"{label.lower()} {len(lists[key])}" for key, label, _ in SUMMARY_LINES if lists[key]]
+    warnings = outcome.get("warnings", [])
+    if warnings:
+        counts.append(f"{len(warnings)} warning(s)")
+    lines = [", ".join(counts) if counts else "no managed unit needed anything"]
+    if preset:
+        lines.append("Preset: " + ", ".join(preset))
+    for key, label, meaning in SUMMARY_LINES:
+        if lists[key]:
+            lines.append(f"{label}: {', '.join(lists[key])}" + (f" ({meaning})" if meaning else ""))
+    return lines
+
+
+def _preset_word(unit_actions: Sequence[str]) -> str:
+    for action in unit_actions:
+        if action.startswith("preset:"):
+            return {"enable": "enabled", "disable": "disabled"}.get(action[7:], action[7:])
+    return "preset"
+
+
+def empty_json(command: str, root: str) -> dict[str, Any]:
+    """`last`/`resume --json` when there is nothing to speak of."""
+    return {"command": command, "root": root, "transaction": [], "units": [], "problems": []}
+
+
+def last_text(record: dict[str, Any] | None, as_json: bool) -> str:
+    """What `last` prints: the record of the last transaction, or a line saying there is none."""
+    if record is None:
+        return dumps(empty_json("last", "")) if as_json else "no transaction recorded yet"
+    if as_json:
+        return dumps(record)
+    history = record.get("history_id")
+    when = f"{record.get('started') or '?'} to {record.get('finished') or '?'}"
+    head = (f"last transaction: {when}" + (f", dnf history {history}" if history is not None else "")
+            + f", {len(record.get('transaction', []))} package change(s) in {record.get('root')}")
+    return "\n".join([head, *("  " + line for line in summary(record))])
+
+
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 

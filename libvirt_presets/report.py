@@ -39,8 +39,9 @@ def _send(message: str, fields: dict[str, str]) -> None:
 
 
 def record(action: str, unit: str, result: str, reason: str, trigger: str | None = None,
-           level: int = logging.INFO) -> None:
-    """One action on one unit: a log line and a structured journal entry."""
+           level: int = logging.DEBUG) -> None:
+    """One action on one unit: a structured journal entry, and a log line under -v (the
+    transaction's summary block says the same in a few lines)."""
     log.log(level, "libvirt-units: %s %s: %s (%s)", action, unit, result, reason)
     fields = {"UNIT": unit, "ACTION": action, "RESULT": result, "REASON": reason,
               "SYSLOG_IDENTIFIER": IDENTIFIER, "PRIORITY": str(_journal_priority(level))}

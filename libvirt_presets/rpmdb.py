@@ -22,6 +22,16 @@ def _ts(root: Path):  # noqa: ANN202 - rpm has no type stubs
     return ts
 
 
+def database_path(root: Path) -> Path | None:
+    """Where rpm keeps the database of `root` (its %_dbpath below the root), or None when there
+    is none: a root without one is no rpm system (a typo in --root, an empty directory)."""
+    import rpm
+
+    path = root / rpm.expandMacro("%{_dbpath}").lstrip("/")
+    names = ("rpmdb.sqlite", "Packages", "Packages.db")
+    return path if any((path / name).is_file() for name in names) else None
+
+
 def nevra(hdr) -> str:  # noqa: ANN001
     epoch = hdr["epoch"]
     evr = f"{epoch}:" if epoch else ""

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -147,9 +148,15 @@ def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[
     return markers.marked(markers.MarkerSystemctl(root), services)
 
 
-def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
-    """What the last transaction did, for admins and for `--dry-run` comparisons."""
-    data = render.plan_json(plan, "transaction", str(root))
+def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: int | None) -> dict:
+    """What the last transaction did, for admins (`last`) and for `--dry-run` comparisons:
+    when, which dnf history transaction, which packages, and per unit what was planned and done."""
+    root = pending.root
+    changes = [{"package": c.nevra, "action": c.action} for c in pending.facts.changes]
+    data = render.plan_json(plan, "transaction", str(root), transaction=changes)
+    data["started"] = pending.record.get("created")
+    data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["history_id"] = history_id
     data["outcome"] = {
         "preset": outcome.preset,
         "restored_links": [{"link": r.link, "target": r.target} for r in outcome.repaired],
@@ -164,6 +171,7 @@ def record_outcome(root: Path, plan: Plan, outcome: Outcome) -> None:
         state.write_json(root, state.LAST_TRANSACTION, data, durable=False)  # a report, not state
     except OSError as exc:
         report.warn(f"cannot record the transaction in {state.state_dir(root)}: {exc}")
+    return data
 
 
 def restore_links(root: Path, plan: Plan, outcome: Outcome) -> int:
@@ -211,7 +219,8 @@ def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outco
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
-           systemctl: Systemctl | None = None, live_actions: bool = True) -> Outcome:
+           systemctl: Systemctl | None = None, live_actions: bool = True,
+           history_id: int | None = None) -> Outcome:
     """Plan from the facts and the root as it is now, apply, then drop the journal.
 
     Each step is marked in the journal once done, so a resumed run neither repeats a restart
@@ -265,14 +274,18 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     if live is not None and "live" not in done:
         apply_live(plan, live, systemctl, outcome)
         step("live")
-    record_outcome(root, plan, outcome)
+    summary = render.summary(record_outcome(pending, plan, outcome, history_id))
+    report.log.info("libvirt-units: %s", summary[0])
+    for line in summary[1:]:
+        report.log.info("  %s", line)
     journal.clear(root)
     return outcome
 
 
 def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | None:
     """Finish the transaction an earlier, killed dnf left in the journal (idempotent); without
-    `live_actions`, only its on-disk part (see finish()).
+    `live_actions`, only its on-disk part (see finish()). None when there is no journal;
+    JournalError (after moving it aside) when it is unusable.
 
     A journal whose transaction never reached rpm (the rpmdb is unchanged) is discarded: its
     facts describe a transaction that did not happen.
@@ -283,8 +296,7 @@ def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | N
     try:
         before, facts, meta = journal.decode(record)
     except journal.JournalError as exc:
-        journal.quarantine(root, str(exc))
-        return None
+        raise journal.quarantine(root, str(exc)) from exc
     if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
         report.warn("discarding the journal of a transaction that never reached rpm")
         if runtime_guards.remove(root, meta["guards"]) and is_live(root):
@@ -293,10 +305,7 @@ def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | N
         return None
     report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
     if journal.INSTALLED_BEFORE in record:  # a snapshot of the standalone CLI: read rpm's work back
-        try:
-            return finish_observed(root, config, record, live_actions)
-        except journal.JournalError:
-            return None
+        return finish_observed(root, config, record, live_actions)
     installed = rpmdb.installed_nevras(root)
     done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
     live = meta["live"] and is_live(root)
@@ -323,8 +332,7 @@ def finish_observed(root: Path, config: Config, record: dict, live_actions: bool
         before, facts, meta = journal.decode(record)
         installed_before = journal.decode_installed(record)
     except journal.JournalError as exc:
-        journal.quarantine(root, str(exc))
-        raise
+        raise journal.quarantine(root, str(exc)) from exc
     if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
         return resume(root, config, live_actions)  # rpm changed nothing: resume() discards the journal
     installed = rpmdb.installed_stamps(root)

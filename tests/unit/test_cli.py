@@ -44,7 +44,7 @@ def section(text: str, title: str) -> str:
 
 def test_every_subcommand_and_option_is_in_the_man_page():
     subs = subparsers(cli.build_parser())
-    assert list(subs) == ["snapshot", "apply", "status", "check", "resume"]
+    assert list(subs) == ["snapshot", "apply", "status", "check", "resume", "last"]
     synopsis, commands, options = (section(MAN_CLI, t) for t in ("SYNOPSIS", "SUBCOMMANDS", "OPTIONS"))
     for name, sub in subs.items():
         line = next(x for x in synopsis.splitlines() if f"libvirt-units {name} " in x)
@@ -86,14 +86,50 @@ def test_dnf4_man_page_matches_the_dnf_command():
         assert opt in MAN_DNF4, opt
 
 
+def rpm_root(tmp_path: Path) -> Path:
+    """A root with an (empty) rpm database where rpm looks for one."""
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["rpm", f"--root={root}", "--initdb"], check=True)
+    return root
+
+
 def test_exit_codes(tmp_path, capsys):
-    assert cli.main(["check", "--root", str(tmp_path), "--config", str(tmp_path / "none.conf")]) == 0
+    root = rpm_root(tmp_path)
+    (tmp_path / "none.conf").write_text("")
+    assert cli.main(["check", "--root", str(root), "--config", str(tmp_path / "none.conf")]) == 0
     assert capsys.readouterr().out.strip() == "no problems found"
-    assert cli.main(["status", "--root", str(tmp_path / "missing")]) == 2
-    assert capsys.readouterr().err.strip() == f"libvirt-units: error: --root {tmp_path / 'missing'}: not a directory"
     with pytest.raises(SystemExit) as usage:
         cli.main(["frobnicate"])
     assert usage.value.code == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "--root", "{tmp}/missing"], "argument --root: {tmp}/missing: not a directory"),
+    (["status", "--root", ""], "argument --root: empty: give the directory of the system to act on"),
+    (["check", "--root", "{tmp}"], "libvirt-units: error: --root {tmp} has no rpm database (rpm's %_dbpath "
+                                   "below it): not an rpm system"),
+    (["status", "--root", "{root}", "--config", "/nonexistent.conf"],
+     "libvirt-units: error: --config /nonexistent.conf: no such file"),
+])
+def test_bad_invocations_are_one_line_and_exit_2(tmp_path, capsys, args, message):
+    root = rpm_root(tmp_path)
+    argv = [a.format(tmp=tmp_path, root=root) for a in args]
+    try:
+        code = cli.main(argv)
+    except SystemExit as usage:  # argparse's own errors: usage, then the one line
+        code = usage.code
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message.format(tmp=tmp_path))
+
+
+@pytest.mark.parametrize("subcommand", ["snapshot", "apply", "resume"])
+def test_commands_that_change_the_system_say_root_is_needed(tmp_path, capsys, monkeypatch, subcommand):
+    root = rpm_root(tmp_path)
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    assert cli.main([subcommand, "--root", str(root)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"libvirt-units: error: 'libvirt-units {subcommand}' changes the system: it must be run as root")
 
 
 def test_python_m_runs_the_command_without_importing_dnf(tmp_path):
@@ -105,8 +141,7 @@ def test_python_m_runs_the_command_without_importing_dnf(tmp_path):
     version = subprocess.run([sys.executable, "-m", "libvirt_presets", "--version"], env=env,
                              capture_output=True, text=True, check=True)
     assert version.stdout.startswith("libvirt-units ")
-    root = tmp_path / "root"
-    root.mkdir()
+    root = rpm_root(tmp_path)
     check = subprocess.run([sys.executable, "-m", "libvirt_presets", "check", "--root", str(root)],
                            env=env, capture_output=True, text=True)
     assert check.returncode == 0 and "imported dnf" not in check.stderr, check.stderr
