@@ -28,7 +28,12 @@ MSG_FAILED = "libvirt-units: %s; the transaction goes on without per-unit handli
 MSG_CONFIG = "libvirt-units: %s"
 MSG_NOT_ROOT = ("libvirt-units: not running as root: planning from the metadata cache (as with -C); "
                 "run as root to refresh repository metadata")
-MSG_USAGE = "libvirt-units: say --dry-run [upgrade|install|remove PKG...], status, check or resume"
+MSG_USAGE = "libvirt-units: say --dry-run [upgrade|install|remove PKG...], status, check, last or resume"
+MSG_DRY_RUN_WITH = "libvirt-units: --dry-run plans a transaction (upgrade, install, remove), not '{}'"
+MSG_NO_PACKAGES = "libvirt-units: '{}' takes no package"
+MSG_WANTS_PACKAGES = "libvirt-units: '--dry-run {}' needs the packages to {}"
+TRANSACTIONS = ("upgrade", "install", "remove")
+READ_ONLY = ("status", "check", "last")
 MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
 MSG_FILE_LISTS = "libvirt-units: file lists of incoming packages: %d from rpm's transaction set, %d from headers"
 
@@ -210,16 +215,17 @@ class LibvirtUnitsCommand(dnf.cli.Command):
                             help="resolve a transaction (default: upgrade) and print the plan; change nothing")
         parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
         parser.add_argument("subcommand", nargs="?", default=None,
-                            choices=["upgrade", "install", "remove", "status", "check", "resume"],
-                            help="with --dry-run: the transaction to plan; else status, check or resume")
+                            choices=[*TRANSACTIONS, *READ_ONLY, "resume"],
+                            help="with --dry-run: the transaction to plan; else status, check, last or resume")
         parser.add_argument("packages", nargs="*", help="package specs for install/remove/upgrade")
 
     def configure(self) -> None:
+        self._check_grammar()
         demands = self.cli.demands
         demands.sack_activation = True
         sub = self.opts.subcommand
         demands.root_user = sub == "resume"
-        if self.opts.dry_run or sub in ("upgrade", "install", "remove"):
+        if self.opts.dry_run or sub in TRANSACTIONS:
             demands.available_repos = sub != "remove"
             if os.geteuid() != 0 and not self.base.conf.cacheonly:
                 logger.warning(MSG_NOT_ROOT)
@@ -229,6 +235,20 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             if types is not None and "filelists" not in types:
                 self.base.conf.optional_metadata_types = list(types) + ["filelists"]
 
+    def _check_grammar(self) -> None:
+        """--dry-run [upgrade|install|remove PKG...] | status | check | last | resume: refuse the
+        rest before anything runs (`--dry-run status` used to plan a transaction 'dnf status')."""
+        sub, packages = self.opts.subcommand, self.opts.packages
+        if sub is None and not self.opts.dry_run:
+            raise dnf.cli.CliError(MSG_USAGE)
+        if sub in (*READ_ONLY, "resume"):
+            if self.opts.dry_run:
+                raise dnf.cli.CliError(MSG_DRY_RUN_WITH.format(sub))
+            if packages:
+                raise dnf.cli.CliError(MSG_NO_PACKAGES.format(sub))
+        if sub in ("install", "remove") and not packages:
+            raise dnf.cli.CliError(MSG_WANTS_PACKAGES.format(sub, sub))
+
     def run(self) -> None:
         # loaded for this command only: the hooks of every other dnf run do without them
         from libvirt_presets import commands, render, session
@@ -237,7 +257,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         root = Path(self.base.conf.installroot or "/")
         config = load_config(config_files(self.base.conf))
         sub = opts.subcommand
-        if opts.dry_run or sub in ("upgrade", "install", "remove"):
+        if opts.dry_run or sub in TRANSACTIONS:
             self._dry_run(root, config, sub or "upgrade", opts.packages)
         elif sub == "status":
             pending = commands.pending_problem(root, "dnf libvirt-units resume")
@@ -247,8 +267,14 @@ class LibvirtUnitsCommand(dnf.cli.Command):
                 resumed = session.resume(root, config)
             except JournalError as exc:
                 raise dnf.exceptions.Error(f"libvirt-units: {exc}; nothing was completed") from exc
-            if resumed is None:
+            if opts.json:
+                record = state.read_json(root, state.LAST_TRANSACTION) if resumed is not None else None
+                nothing = render.dumps(render.empty_json("resume", str(root)))
+                print(render.last_text(record, True) if record else nothing)
+            elif resumed is None:
                 print("libvirt-units: no unfinished transaction to complete")
+        elif sub == "last":
+            print(render.last_text(state.read_json(root, state.LAST_TRANSACTION), opts.json))
         elif sub == "check":
             problems = commands.check(root, config)
             print(render.check_text(problems, str(root), opts.json))

@@ -107,8 +107,11 @@ def test_rpm_installs_plugin_package_config_actions_and_man_pages(built):
     for path in (f"{sitelib}/libvirt_presets/cli.py", f"{sitelib}/libvirt_presets/__main__.py",
                  "/usr/bin/libvirt-units", "/usr/bin/rpm-with-libvirt-units",
                  "/etc/dnf/plugins/libvirt-units.d",
-                 "/usr/share/man/man8/libvirt-units.8", "/usr/share/man/man8/dnf4-libvirt-units.8"):
+                 "/usr/share/man/man8/libvirt-units.8", "/usr/share/man/man8/dnf4-libvirt-units.8",
+                 "/usr/share/man/man8/dnf-libvirt-units.8"):
         assert path in files, path
+    # what dnf suggests installing for `dnf libvirt-units` when the plugin is missing
+    assert "dnf-command(libvirt-units)" in query(built.rpm, "--provides")
     assert set(query(built.rpm, "-c")) == {"/etc/dnf/plugins/libvirt-units.conf",
                                            "/etc/dnf/libdnf5-plugins/actions.d/libvirt-units.actions"}
     assert query(built.rpm, "--qf", "%{ARCH}") == ["noarch"]
