@@ -214,6 +214,8 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         parser.add_argument("--dry-run", action="store_true",
                             help="resolve a transaction (default: upgrade) and print the plan; change nothing")
         parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
+        parser.add_argument("--all", action="store_true",
+                            help="with --dry-run: list every managed unit, also those that only keep their state")
         parser.add_argument("subcommand", nargs="?", default=None,
                             choices=[*TRANSACTIONS, *READ_ONLY, "resume"],
                             help="with --dry-run: the transaction to plan; else status, check, last or resume")
@@ -241,6 +243,8 @@ class LibvirtUnitsCommand(dnf.cli.Command):
         sub, packages = self.opts.subcommand, self.opts.packages
         if sub is None and not self.opts.dry_run:
             raise dnf.cli.CliError(MSG_USAGE)
+        if self.opts.all and not (self.opts.dry_run or sub in TRANSACTIONS):
+            raise dnf.cli.CliError("libvirt-units: --all goes with --dry-run")
         if sub in (*READ_ONLY, "resume"):
             if self.opts.dry_run:
                 raise dnf.cli.CliError(MSG_DRY_RUN_WITH.format(sub))
@@ -311,4 +315,4 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             print(render.dumps(render.plan_json(plan, "dry-run", str(root), states, tx)))
         else:
             print(f"libvirt-units plan for: dnf {sub} {' '.join(packages)} (nothing will be changed)")
-            print(render.plan_table(plan, states))
+            print(render.plan_table(plan, states, self.opts.all))

@@ -76,7 +76,7 @@ def pending_problem(root: Path, resume: str) -> Problem | None:
     path = state.state_dir(root) / state.PENDING
     if not os.path.lexists(path):
         return None
-    return Problem("pending", (), f"{path}: an unfinished transaction is recorded; run '{resume}'")
+    return Problem("pending", (), f"{path}: unfinished transaction; run '{resume}'")
 
 
 def check(root: Path, config: Config, resume: str = "dnf libvirt-units resume") -> list[Problem]:

@@ -7,11 +7,15 @@ every command's output against that schema.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from .checks import Problem
 from .planner import Plan, UnitPlan
+
+WIDTH = 100  # columns of what people read (tables, summaries), as a terminal shows them unwrapped
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ SUMMARY_LINES = (  # outcome key, label, what the unit list means
 )
 
 
-def summary(record: dict[str, Any]) -> list[str]:
+def summary(record: dict[str, Any], width: int = WIDTH) -> list[str]:
     """The short block a transaction ends with (and `last` prints), in dnf's manner: one
     headline, then one line per kind of action with the units it touched. Per-unit details
     are in the journal and under -v."""
@@ -97,7 +101,8 @@ def summary(record: dict[str, Any]) -> list[str]:
     for key, label, meaning in SUMMARY_LINES:
         if lists[key]:
             lines.append(f"{label}: {', '.join(lists[key])}" + (f" ({meaning})" if meaning else ""))
-    return lines
+    return [part for line in lines
+            for part in textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)]
 
 
 def _preset_word(unit_actions: Sequence[str]) -> str:
@@ -119,10 +124,15 @@ def last_text(record: dict[str, Any] | None, as_json: bool) -> str:
     if as_json:
         return dumps(record)
     history = record.get("history_id")
-    when = f"{record.get('started') or '?'} to {record.get('finished') or '?'}"
-    head = (f"last transaction: {when}" + (f", dnf history {history}" if history is not None else "")
-            + f", {len(record.get('transaction', []))} package change(s) in {record.get('root')}")
-    return "\n".join([head, *("  " + line for line in summary(record))])
+    head = ("last transaction" + (f" (dnf history {history})" if history is not None else "")
+            + f": {len(record.get('transaction', []))} package change(s) in {record.get('root')}")
+    when = f"  from {_when(record.get('started'))} to {_when(record.get('finished'))}"
+    return "\n".join([head, when, *("  " + line for line in summary(record, WIDTH - 2))])
+
+
+def _when(stamp: str | None) -> str:
+    """2026-12-02T08:44:05Z -> 2026-12-02 08:44:05 UTC (the record keeps ISO 8601)."""
+    return stamp.replace("T", " ").replace("Z", " UTC") if stamp else "?"
 
 
 def dumps(data: dict[str, Any]) -> str:
@@ -131,40 +141,71 @@ def dumps(data: dict[str, Any]) -> str:
 
 @dataclass
 class Table:
+    """Columns padded to their widest cell; the last column is wrapped so that no line is longer
+    than WIDTH (its continuation lines start under it)."""
+
     headers: Sequence[str]
     rows: list[Sequence[str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         widths = [max(len(str(c)) for c in col) for col in zip(self.headers, *self.rows)]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-                 for r in [self.headers, *self.rows]]
+        lead = sum(w + 2 for w in widths[:-1])
+        last = max(WIDTH - lead, 24)
+        widths[-1] = min(widths[-1], last)
+        lines = []
+        for r in [self.headers, *self.rows]:
+            head = "  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths))
+            wrapped = textwrap.wrap(str(r[-1]), last, break_on_hyphens=False) or [""]
+            lines.append(f"{head}  {wrapped[0]}".rstrip())
+            lines += [" " * lead + more for more in wrapped[1:]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
 
-def plan_table(plan: Plan, enablement: dict[str, str]) -> str:
-    table = Table(("unit", "package before -> after", "now", "actions", "why"))
-    for r in plan.rows:
-        change = f"{_short(r.package_before)} -> {_short(r.package_after)}"
-        table.rows.append((str(r.unit), change, enablement.get(str(r.unit), ""), ", ".join(r.actions),
-                           "; ".join(r.reasons)))
-    text = str(table) if table.rows else "no managed unit is touched by this transaction"
+QUIET_ACTIONS = ("keep", "guard", "none")  # the table's default leaves out units with only these
+PRESET_RULE = re.compile(r"[^/\s]+\.preset:\d+")  # "80-libvirt.preset:4" of a preset decision's reason
+PRESET_DIRS = re.compile(r"/(?:etc|run|usr/local/lib|usr/lib|lib)/systemd/(?:system|user)-preset/")
+
+
+def acts(row: UnitPlan) -> bool:
+    """Whether the transaction changes something of the unit: a preset, a restart, a reload, a
+    start or a stop (guards are listed under the table, keeping the state is the default)."""
+    return any(a not in QUIET_ACTIONS for a in row.actions)
+
+
+def _for_people(reason: str) -> str:
+    """A preset file by its name: the directories are systemd's own (the JSON says them whole)."""
+    return PRESET_DIRS.sub("", reason)
+
+
+def plan_table(plan: Plan, enablement: dict[str, str], show_all: bool = False) -> str:
+    """The dry run for people: the units whose state the transaction changes (every one with
+    `show_all`), with the reasons of those changes, then the guards; packages are in the JSON."""
+    rows = [r for r in plan.rows if show_all or acts(r)]
+    table = Table(("unit", "now", "actions", "why"))
+    for r in rows:
+        shown = [(a, why) for a, why in zip(r.actions, r.reasons) if show_all or a not in QUIET_ACTIONS]
+        table.rows.append((str(r.unit), enablement.get(str(r.unit), ""), ", ".join(a for a, _ in shown),
+                           "; ".join(_for_people(why) for _, why in shown)))
+    text = str(table) if table.rows else "nothing happens to any managed unit in this transaction"
+    quiet = len(plan.rows) - len(rows)
+    if quiet:
+        text += f"\n{quiet} more managed unit(s) keep their state as it is (--all lists them)"
     if plan.live.guard:
-        text += ("\nguarded against stops and restarts by scriptlets while rpm runs: "
-                 + " ".join(plan.live.guard))
+        text += "\n" + "\n".join(textwrap.wrap(
+            "guarded against stops and restarts by scriptlets while rpm runs: " + " ".join(plan.live.guard),
+            WIDTH, subsequent_indent="  ", break_on_hyphens=False))
     return text
 
 
-def _short(nevra: str | None) -> str:
-    """name-version-release without the arch: the table is for people, JSON keeps the NEVRA."""
-    return nevra.rsplit(".", 1)[0] if nevra else "-"
-
-
 def status_table(statuses: Sequence[UnitStatus]) -> str:
-    table = Table(("unit", "package", "enablement", "preset", "drift", "active", "preset rule"))
+    """The managed units for people: state, what the preset says and where (file:line); the
+    owning packages and the rules' text are in the JSON."""
+    table = Table(("unit", "enablement", "active", "preset", "drift", "preset rule"))
     for st in statuses:
-        table.rows.append((str(st.row.unit), st.row.package_after or "-", st.enablement, st.preset,
-                           "yes" if st.drift else "", st.active or "", st.preset_reason))
+        rule = PRESET_RULE.search(st.preset_reason)
+        table.rows.append((str(st.row.unit), st.enablement, st.active or "", st.preset,
+                           "yes" if st.drift else "", rule.group(0) if rule else _for_people(st.preset_reason)))
     return str(table) if table.rows else "no managed unit is installed"
 
 

@@ -69,9 +69,15 @@ def test_dry_run_on_the_seed_split_says_keep_and_the_upgrade_does_it(root, repos
 def test_dry_run_table_for_people(root, repos):  # noqa: F811
     monolithic_host(root, repos.v900, plugin=True)
     out = root.dnf("-q", "libvirt-units", "--dry-run", repo=repos.v910).stdout
-    line = next(x for x in out.splitlines() if x.startswith("virtproxyd.socket "))
-    assert "libvirt-daemon-9.0.0-1 -> libvirt-daemon-proxy-9.1.0-1" in line
-    assert " disabled " in line and " keep " in line
+    assert all(len(line) <= 100 for line in out.splitlines()), out
+    # the units the transaction changes something of: here the two new ones and their presets
+    line = next(x for x in out.splitlines() if x.startswith("virtqemud-admin.socket "))
+    assert "preset:enable" in line and "80-libvirt.preset:" in out
+    assert not any(x.startswith("virtproxyd.socket ") for x in out.splitlines())
+    assert "more managed unit(s) keep their state as it is (--all lists them)" in out
+    everything = root.dnf("-q", "libvirt-units", "--dry-run", "--all", repo=repos.v910).stdout
+    line = next(x for x in everything.splitlines() if x.startswith("virtproxyd.socket "))
+    assert " disabled " in line and " keep " in line and "existed before" in line
 
 
 @pytest.mark.parametrize("scenario", ["fresh-install", "admin-tls", "rename", "masked", "session", "remove"])
@@ -137,3 +143,23 @@ def test_status_shows_owner_enablement_preset_and_drift(root, repos):  # noqa: F
     assert "active" not in proxy  # no live manager for an installroot
     assert len(units) == len([p for p in (root.path / "usr/lib/systemd/system").iterdir()
                               if p.name.startswith(("virt", "libvirt"))])
+
+
+def test_the_record_says_when_which_dnf_transaction_and_which_packages_and_last_shows_it(root, repos):  # noqa: F811
+    monolithic_host(root, repos.v900, plugin=True)
+    root.dnf("upgrade", repo=repos.v910)
+    record = json.loads((root.path / RECORD).read_text())
+    jsonschema.validate(record, SCHEMA)
+    assert record["started"] <= record["finished"] and record["started"].endswith("Z")
+    listed = root.dnf("-q", "history", "list", repo=repos.v910).stdout.splitlines()
+    ids = [line.split("|")[0].strip() for line in listed]
+    assert record["history_id"] == max(int(i) for i in ids if i.isdigit())
+    packages = {c["package"].rsplit("-", 2)[0]: c["action"] for c in record["transaction"] if c["action"] != "erase"}
+    assert packages["libvirt-daemon"] == "upgrade" and packages["libvirt-daemon-proxy"] == "install"
+
+    last = root.dnf("-q", "libvirt-units", "last", repo=repos.v910).stdout
+    assert last.startswith(f"last transaction (dnf history {record['history_id']}): "
+                           f"{len(record['transaction'])} package change(s) in {root.path}"), last
+    assert "Preset: virtqemud-admin.socket (enabled), virtqemud-tcp.socket (disabled)" in last
+    assert all(len(line) <= 100 for line in last.splitlines() if str(root.path) not in line), last
+    assert command_json(root, "last", repo=repos.v910) == record
