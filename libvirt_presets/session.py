@@ -263,6 +263,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
             outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")
     if live is not None and "live" not in done:
         apply_live(plan, live, systemctl, outcome)
+        checkpoint("after-live")
         step("live")
     record_outcome(root, plan, outcome)
     journal.clear(root)
