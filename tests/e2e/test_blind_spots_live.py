@@ -146,11 +146,14 @@ def test_apply_sees_a_reinstall(live_repos):
     """`libvirt-units snapshot; rpm -U --replacepkgs ...; libvirt-units apply` (same NEVRAs, new
     install transaction ID): apply must see the reinstall and restart libvirtd once and reload
     virtlogd once. Control: rpm alone (bare) restarts nothing. Mutation seen failing:
-    session.finish_observed treating only new NEVRAs as arrived (the install TID ignored)."""
+    session.finish_observed treating only new NEVRAs as arrived (the install TID ignored).
+
+    rpm's install TID is the second its transaction began: a reinstall in the same second as
+    the install keeps the TID and is invisible to `apply` (seen here without the `sleep 1`)."""
     packages = ("libvirt-daemon", "libvirt-daemon-log")
     watch = ("libvirtd.service", "virtlogd.service")
     files = [f"{REPO_DIR}/v900/{name}-9.0.0-1.noarch.rpm" for name in packages]
-    script = ('python3 -m libvirt_presets snapshot && rpm -U --replacepkgs "$@"; rc=$?; '
+    script = ('sleep 1; python3 -m libvirt_presets snapshot && rpm -U --replacepkgs "$@"; rc=$?; '
               'python3 -m libvirt_presets apply && exit $rc')
     with guest_with(live_repos, packages, plugin=False) as guest:
         guest.start(*watch)
