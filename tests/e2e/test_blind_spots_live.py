@@ -142,7 +142,8 @@ def test_failed_element_is_not_restarted_on_a_live_host(live_repos):
         assert "Traceback" not in run.output
 
 
-def test_apply_sees_a_reinstall(live_repos):
+@pytest.mark.parametrize("units", [False, True], ids=["stock", "cli"])
+def test_apply_sees_a_reinstall(live_repos, units):
     """`libvirt-units snapshot; rpm -U --replacepkgs ...; libvirt-units apply` (same NEVRAs, new
     install transaction ID): apply must see the reinstall and restart libvirtd once and reload
     virtlogd once. Control: rpm alone (bare) restarts nothing. Mutation seen failing:
@@ -154,7 +155,7 @@ def test_apply_sees_a_reinstall(live_repos):
     watch = ("libvirtd.service", "virtlogd.service")
     files = [f"{REPO_DIR}/v900/{name}-9.0.0-1.noarch.rpm" for name in packages]
     script = ('sleep 1; python3 -m libvirt_presets snapshot && rpm -U --replacepkgs "$@"; rc=$?; '
-              'python3 -m libvirt_presets apply && exit $rc')
+              'python3 -m libvirt_presets apply && exit $rc') if units else 'sleep 1; rpm -U --replacepkgs "$@"'
     with guest_with(live_repos, packages, plugin=False) as guest:
         guest.start(*watch)
         wait_for_start_lines(guest, watch)
@@ -163,8 +164,12 @@ def test_apply_sees_a_reinstall(live_repos):
         assert result.returncode == 0, result.stderr
         wait_for_start_lines(guest, watch)
         run = Run(result.stderr, guest.events()[mark:], before, guest.show(*watch), [])
-        counts_line("apply after rpm --replacepkgs bare", run, watch, COUNT_LINES)
+        counts_line(f"rpm --replacepkgs bare {'with snapshot/apply' if units else 'stock'}", run, watch,
+                    COUNT_LINES)
         assert "posttrans libvirt-daemon-9.0.0" in run.events  # rpm really installed it again
+        if not units:
+            assert (run.starts("libvirtd.service"), run.reloads("virtlogd.service")) == (0, 0), run.events
+            return
         assert (run.starts("libvirtd.service"), run.starts("virtlogd.service"),
                 run.reloads("virtlogd.service")) == (1, 0, 1), run.events
         assert run.after["virtlogd.service"].main_pid == before["virtlogd.service"].main_pid
