@@ -273,6 +273,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
         return outcome  # the restarts wait for the next transaction or an explicit resume
     if live is not None and "live" not in done:
         apply_live(plan, live, systemctl, outcome)
+        checkpoint("after-live")
         step("live")
     summary = render.summary(record_outcome(pending, plan, outcome, history_id))
     report.log.info("libvirt-units: %s", summary[0])
