@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from libvirt_presets import journal, report, rpmdiff, session
+from libvirt_presets import executor, journal, report, rpmdiff, session
 from libvirt_presets import systemctl as systemctl_module
 from libvirt_presets.config import NEVER, RELOAD, RESTART, Config
 from libvirt_presets.executor import Outcome
@@ -36,16 +39,18 @@ from libvirt_presets.facts import (
 )
 from libvirt_presets.planner import (
     GUARDED_TYPES,
+    LinkRepair,
     LiveActions,
     Plan,
     batch_retries,
     daemon_reload_due,
+    link_repairs,
     plan_transaction,
 )
 from libvirt_presets.rpmdb import InstalledPackage
-from libvirt_presets.snapshot import Snapshot
+from libvirt_presets.snapshot import Snapshot, link_units, resolve_in_root, scan_links
 from libvirt_presets.systemctl import Systemctl, UnitState
-from libvirt_presets.units import SYSTEM, USER, VENDOR_DIRS, Scope, UnitKey, is_valid_unit_name
+from libvirt_presets.units import ENABLEMENT_DIRS, SYSTEM, USER, VENDOR_DIRS, Scope, UnitKey, is_valid_unit_name
 
 TMP = [HealthCheck.function_scoped_fixture]  # each example works in a directory of its own
 
@@ -530,3 +535,194 @@ def test_rpmdiff_never_raises_on_a_journal_the_decoder_accepts(parts):
     assume(new.nevra != gone)
     changes = rpmdiff.changes_between(before, {new.nevra: 2}, {new.nevra: new})
     assert [c.nevra for c in changes if c.inbound] == [new.nevra]
+
+
+# --- the executor against a scratch root ------------------------------------------------------------
+
+ETC_SYSTEM, ETC_USER = ENABLEMENT_DIRS[SYSTEM], ENABLEMENT_DIRS[USER]
+LINK_NAMES = ("virtqemud.service", "virtqemud.socket", "a:b\\x2d.service", "x@inst.socket", "x@.service",
+              "libvirt.service", "v-1_2.timer")
+SUBDIRS = ("multi-user.target.wants", "sockets.target.wants", "libvirtd.service.requires")
+LINK_POOL = tuple(f"{ETC_SYSTEM}/{d}{n}" for d in ("", *(s + "/" for s in SUBDIRS)) for n in LINK_NAMES) + \
+    tuple(f"{ETC_USER}/{d}{n}" for d in ("", "default.target.wants/") for n in LINK_NAMES[:3])
+TARGETS = ("/dev/null", "/usr/lib/systemd/system/{}", "../{}", "/usr/lib/systemd/system/libvirtd.service",
+           "/x y/{}\t")
+# what stands where a link is wanted or not: nothing, a link (right or wrong), a file, a directory
+PRESENT = ("same", "other", "file", "dir")
+# what an enablement subdirectory is: a directory of its own, or a symlink out of the root
+# (absolute or relative), to elsewhere in it, a file, a loop, a dangling symlink. Absolute
+# targets name paths this host does not have: a write through one on the host's terms fails.
+HAZARDS = ("outside-absolute", "outside-relative", "inside-elsewhere", "file", "loop", "dangling")
+ELSEWHERE = "usr/lib/libvirt-units-test"
+
+
+def target_of(link: str, choice: int) -> str:
+    return TARGETS[choice].format(os.path.basename(link))
+
+
+def tree(top: Path) -> dict[str, tuple]:
+    """Everything below `top`, never following a symlink: path -> (kind, content or target)."""
+    found: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, top)
+            if os.path.islink(path):
+                found[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                found[rel] = ("dir",)
+            else:
+                found[rel] = ("file", Path(path).read_bytes())
+    return found
+
+
+def build_root(base: Path, top_linked: bool, hazards: dict[str, str], present: dict[str, str],
+               wanted: dict[str, str]) -> tuple[Path, Path]:
+    """A root with its hazards. The test itself writes through no symlink: every path is
+    resolved inside the root first."""
+    root, outside = base / "root", base / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "victim.service").write_text("[Service]\n")
+    os.symlink("/dev/null", outside / "masked.service")
+    (root / ELSEWHERE).mkdir(parents=True)
+    (root / ELSEWHERE / "libvirtd.service").write_text("[Service]\n")
+    top = root / ETC_SYSTEM
+    if top_linked:  # an absolute link: `systemctl --root` reads it as root/etc/systemd/real
+        top = root / "etc/systemd/real"
+        top.mkdir(parents=True)
+        os.symlink("/etc/systemd/real", root / ETC_SYSTEM)
+    else:
+        top.mkdir(parents=True)
+    (root / ETC_USER).mkdir(parents=True)
+    for subdir, hazard in hazards.items():
+        if hazard == "file":
+            (top / subdir).write_text("not a directory\n")
+            continue
+        os.symlink({"outside-absolute": str(outside), "outside-relative": "../../../../outside",
+                    "inside-elsewhere": f"/{ELSEWHERE}", "loop": subdir,
+                    "dangling": "/nonexistent-libvirt-units-test"}[hazard], top / subdir)
+    for link, what in present.items():
+        try:
+            parent = resolve_in_root(root, os.path.dirname(link))
+        except OSError:
+            continue  # a loop on the way
+        if not str(parent).startswith(str(root / "etc/systemd") + "/"):
+            continue  # through a hazard: nothing placed
+        path = parent / os.path.basename(link)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            if what == "file":
+                path.write_text("an admin's file\n")
+            elif what == "dir":
+                path.mkdir()
+            else:
+                os.symlink(wanted.get(link, "/dev/null") if what == "same" else "/usr/lib/elsewhere", path)
+        except OSError:
+            continue  # a file on the way, or already placed
+    return root, outside
+
+
+@settings(suppress_health_check=TMP)
+@given(top_linked=st.sampled_from((False, False, False, True)),
+       hazards=st.dictionaries(st.sampled_from(SUBDIRS), st.sampled_from(HAZARDS), max_size=2),
+       wanted_choice=st.dictionaries(st.sampled_from(LINK_POOL), st.integers(0, len(TARGETS) - 1), max_size=8),
+       present=st.dictionaries(st.sampled_from(LINK_POOL), st.sampled_from(PRESENT), max_size=8),
+       more_units=subsets(tuple(UnitKey(SYSTEM, n) for n in LINK_NAMES) + (UnitKey(USER, LINK_NAMES[0]),)))
+def test_restore_links_in_a_hostile_root_warns_never_writes_outside_and_is_idempotent(
+        tmp_path, top_linked, hazards, wanted_choice, present, more_units):
+    """(A wants directory linked to another enablement directory is the xfail below.)"""
+    wanted = {link: target_of(link, choice) for link, choice in wanted_choice.items()}
+    kept = set(more_units).union(*(link_units(link, target) for link, target in wanted.items()))
+    base = Path(tempfile.mkdtemp(dir=tmp_path))
+    try:
+        root, outside = build_root(base, top_linked, hazards, present, wanted)
+        plan = Plan(kept=tuple(sorted(kept)), kept_links=wanted)
+        before = tree(base)
+        first = Outcome()
+        session.restore_links(root, plan, first)
+        after = tree(base)
+        # nothing outside the root, nor outside its enablement directories, changed
+        changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+        assert all(p.startswith("root/etc/systemd/") for p in changed), sorted(changed)
+        assert all(after.get(p) == before[p] for p in before if before[p][0] == "file")
+        assert all(kind == ("dir",) or kind[0] == "link" for p, kind in after.items() if p in changed)
+        # every repair was made or warned about, once; a warning is one printable line
+        assert len(first.warnings) == len(first.unrepairable)
+        assert not {r.link for r in first.repaired} & first.unrepairable
+        assert all(w.isprintable() for w in first.warnings)
+        # the kept units' links are as wanted, but for the ones warned about
+        left = link_repairs(wanted, scan_links(root), kept)
+        assert {r.link for r in left} <= first.unrepairable
+        for link in set(wanted) - first.unrepairable:
+            where = resolve_in_root(root, os.path.dirname(link)) / os.path.basename(link)  # as systemctl --root
+            assert os.readlink(where) == wanted[link]
+        # a second run changes nothing and warns about the same links
+        second = Outcome()
+        session.restore_links(root, plan, second)
+        assert tree(base) == after
+        assert second.repaired == [] and second.unrepairable == first.unrepairable
+        event(f"restore: {'some' if first.repaired else 'no'} repairs, {'some' if first.warnings else 'no'} warnings")
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "executor.apply_link writes through an enablement subdirectory symlinked to another one inside the "
+    "root (as systemctl --root would), but snapshot.scan_links records such a directory as a link and "
+    "never enters it: the link just written shows up under the other directory's name, so link_repairs "
+    "asks to set it again and to remove the 'other' one, which is the same file; the link is on after "
+    "odd runs and gone after even ones (finish() runs restore_links twice when it presets new units)"))
+def test_restore_links_is_idempotent_through_a_wants_directory_linked_to_another(tmp_path):
+    root = tmp_path / "root"
+    (root / ETC_SYSTEM / "sockets.target.wants").mkdir(parents=True)
+    os.symlink(f"/{ETC_SYSTEM}/sockets.target.wants", root / ETC_SYSTEM / "libvirtd.service.requires")
+    link = f"{ETC_SYSTEM}/libvirtd.service.requires/virtqemud.service"
+    plan = Plan(kept=(UnitKey(SYSTEM, "virtqemud.service"),), kept_links={link: "/dev/null"})
+    session.restore_links(root, plan, Outcome())
+    assert os.readlink(root / ETC_SYSTEM / "sockets.target.wants/virtqemud.service") == "/dev/null"
+    second = Outcome()
+    session.restore_links(root, plan, second)
+    assert second.repaired == []  # actual: the link set again, then removed as sockets.target.wants/...
+    assert os.readlink(root / ETC_SYSTEM / "sockets.target.wants/virtqemud.service") == "/dev/null"
+
+
+HOSTILE_LINKS = st.one_of(
+    st.sampled_from(LINK_POOL),
+    st.sampled_from([f"{ETC_SYSTEM}/../../../outside/x.service", f"/{ETC_SYSTEM}/x.service",
+                     f"{ETC_SYSTEM}/./x.service", f"{ETC_SYSTEM}//x.service", f"{ETC_SYSTEM}/x\0.service",
+                     ETC_SYSTEM, ETC_SYSTEM + "/",
+                     "etc/passwd", f"{ETC_SYSTEM}/multi-user.target.wants/../../../../outside/victim.service",
+                     f"{ETC_USER}/x.service\n", f"{ETC_SYSTEM}/" + "a" * 300]),
+    st.builds("{}/{}".format, st.sampled_from((ETC_SYSTEM, ETC_USER, ETC_SYSTEM + "/sockets.target.wants")),
+              st.text(alphabet="ab./\0\n é", max_size=8)),
+)
+LINK_TARGETS = st.one_of(st.none(), st.sampled_from(("/dev/null", "/usr/lib/systemd/system/x.service")),
+                         st.text(max_size=10))
+
+
+@settings(suppress_health_check=TMP)
+@given(hazards=st.dictionaries(st.sampled_from(SUBDIRS), st.sampled_from(HAZARDS), max_size=2),
+       present=st.dictionaries(st.sampled_from(LINK_POOL), st.sampled_from(PRESENT), max_size=4),
+       repairs=st.lists(st.builds(LinkRepair, HOSTILE_LINKS, LINK_TARGETS), min_size=1, max_size=4))
+def test_apply_link_sets_the_link_or_raises_oserror_and_never_leaves_the_root(tmp_path, hazards, present, repairs):
+    base = Path(tempfile.mkdtemp(dir=tmp_path))
+    try:
+        root, _ = build_root(base, False, hazards, present, {})
+        before = tree(base)
+        for repair in repairs:
+            try:
+                executor.apply_link(root, repair)
+            except OSError:
+                event("apply_link: refused")
+                continue
+            event("apply_link: done")
+            where = resolve_in_root(root, os.path.dirname(repair.link)) / os.path.basename(repair.link)
+            if repair.target is None:
+                assert not os.path.lexists(where)
+            else:
+                assert os.readlink(where) == repair.target
+        after = tree(base)
+        changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+        assert all(p.startswith("root/etc/systemd/") for p in changed), sorted(changed)
+    finally:
+        shutil.rmtree(base)
