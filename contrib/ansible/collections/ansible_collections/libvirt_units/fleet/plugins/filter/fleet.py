@@ -16,6 +16,21 @@ __metaclass__ = type
 # How the record's outcome names each live action of the plan.
 OUTCOME_KEYS = (("restart", "restarted"), ("reload", "reloaded"), ("start", "started"), ("stop", "stopped"))
 QUIET_ACTIONS = ("none",)
+# The order of actions in a summary line: what changes a unit's enablement, then what the daemons
+# go through, then what is only kept or guarded meanwhile.
+ACTION_ORDER = ("preset:enable", "preset:disable", "preset:ignore", "preset", "restart", "reload", "start",
+                "stop", "keep", "guard")
+NAMES_SHOWN = 8
+
+
+def _action_order(action):
+    return ACTION_ORDER.index(action) if action in ACTION_ORDER else len(ACTION_ORDER)
+
+
+def _names(hosts):
+    """Host names for a line people read: the first few, then how many more."""
+    shown = ", ".join(hosts[:NAMES_SHOWN])
+    return shown + (" and %d more" % (len(hosts) - NAMES_SHOWN) if len(hosts) > NAMES_SHOWN else "")
 
 
 def _get(mapping, key):
@@ -53,7 +68,8 @@ def fleet_summary(hostvars, hosts, plan_var="libvirt_units_plan", check_var="lib
       hosts: {host: {"ready": bool, "reasons": [...], "actions": {unit: [...]},
                      "transaction": [...], "guards": [...]}}
       ready: the hosts to upgrade; held: {host: [reason, ...]}
-      lines: the same for people, one line per unit and action, then one per held host.
+      lines: the same for people: one line per unit with its actions, host counts and (the first
+             few) host names; then one line per held host; then the ready hosts.
     """
     summary = {"units": {}, "hosts": {}, "ready": [], "held": {}, "lines": []}
     for host in hosts:
@@ -83,10 +99,10 @@ def fleet_summary(hostvars, hosts, plan_var="libvirt_units_plan", check_var="lib
                 entry["count"] += 1
                 entry["hosts"].append(host)
     for unit in sorted(summary["units"]):
-        for action in sorted(summary["units"][unit]):
-            entry = summary["units"][unit][action]
-            summary["lines"].append("%-14s %-32s %d host(s): %s" % (
-                action, unit, entry["count"], ", ".join(entry["hosts"])))
+        by_action = summary["units"][unit]
+        parts = ["%s %d (%s)" % (action, by_action[action]["count"], _names(by_action[action]["hosts"]))
+                 for action in sorted(by_action, key=_action_order)]
+        summary["lines"].append("%-28s %s" % (unit, "; ".join(parts)))
     for host in hosts:
         if host in summary["held"]:
             summary["lines"].append("HELD BACK %s: %s" % (host, "; ".join(summary["held"][host])))

@@ -202,9 +202,16 @@ cmd:
   sample: [dnf, --installroot=/, libvirt-units, --dry-run, --json, upgrade]
 rc:
   description: Its exit status.
-  returned: when a command ran
+  returned: when a command ran, except I(state=check) with I(fail_on_problems=false) finding problems
   type: int
   sample: 0
+problems_found_rc:
+  description:
+    - The exit status of C(check) (1) when it found problems and I(fail_on_problems=false): under
+      C(rc), Ansible would take the result for a failure.
+  returned: I(state=check) with I(fail_on_problems=false) finding problems
+  type: int
+  sample: 1
 stdout:
   description: Its standard output (the text of the JSON document, or the messages of C(resume)).
   returned: when a command ran
@@ -412,6 +419,8 @@ def main():
         result["msg"] = MSG_PROBLEMS.format(count=len(result["problems"]), details=details)
         if params["fail_on_problems"]:
             module.fail_json(**result)
+        # Ansible takes any non-zero rc for a failure: `check` says "problems found" with 1.
+        result["problems_found_rc"] = result.pop("rc")
     module.exit_json(**result)
 
 
