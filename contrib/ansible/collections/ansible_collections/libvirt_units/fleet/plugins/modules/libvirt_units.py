@@ -28,7 +28,7 @@ description:
     instead (C(libvirt-units plan) for I(state=plan)).
   - Every state also returns the record of the last transaction, C(last_transaction).
 author:
-  - libvirt-units authors
+  - libvirt-units maintainers (!UNKNOWN)
 requirements:
   - the libvirt-units dnf 4 plugin, or the C(libvirt-units) command, on the managed host
 options:
@@ -207,8 +207,8 @@ rc:
   sample: 0
 problems_found_rc:
   description:
-    - The exit status of C(check) (1) when it found problems and I(fail_on_problems=false): under
-      C(rc), Ansible would take the result for a failure.
+    - The exit status of C(check) (1) when it found problems and I(fail_on_problems=false).
+      Not returned as C(rc), which Ansible would take for a failure.
   returned: I(state=check) with I(fail_on_problems=false) finding problems
   type: int
   sample: 1
@@ -268,7 +268,7 @@ def parse_json_document(text):
     for line in text.splitlines(True):
         if line.startswith("{"):
             try:
-                data, _ = decoder.raw_decode(text, offset)
+                data = decoder.raw_decode(text, offset)[0]
             except ValueError:
                 data = None
             if isinstance(data, dict):
