@@ -22,15 +22,18 @@ the last transaction.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.e2e.container import GUEST_ENV, BootedContainer
@@ -51,6 +54,16 @@ from tests.e2e.guest import (
 from tests.e2e.harness import REPO_ROOT
 
 PLAYBOOK = REPO_ROOT / "contrib" / "ansible" / "rollout.yml"
+COLLECTIONS = REPO_ROOT / "contrib" / "ansible" / "collections"
+MODULE_FILE = COLLECTIONS / "ansible_collections/libvirt_units/fleet/plugins/modules/libvirt_units.py"
+MODULE = "libvirt_units.fleet.libvirt_units"
+FILTERS = ("fleet_summary", "plan_mismatches", "rollout_report")
+SCHEMA = json.loads((REPO_ROOT / "doc" / "libvirt-units.schema.json").read_text())
+SCHEMA_KEYS = ("command", "root", "transaction", "units", "problems", "guards")
+JOURNAL = "/var/lib/dnf/libvirt-units/pending.json"
+# The standalone command, as the RPM installs it, run from the bound checkout.
+STANDALONE = "/usr/local/bin/libvirt-units"
+STANDALONE_TEXT = f"#!/bin/sh\nPYTHONPATH={SRC} exec /usr/bin/python3 -m libvirt_presets \"$@\"\n"
 TRIGGERS = "libvirt-units-triggers"
 NSENTER_CONNECTION = "community.docker.nsenter"
 PLAYBOOK_TIMEOUT = 900
@@ -116,18 +129,22 @@ def ansible_unavailable_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _requirements() -> None:
+def skip_without_ansible() -> None:
     reason = ansible_unavailable_reason()
     if reason is not None:
-        message = f"the Ansible rollout test skipped: {reason}"
+        message = f"the Ansible tests skipped: {reason}"
         print(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def requirements() -> None:
+    skip_without_ansible()
     skip_without_nspawn("the Ansible rollout test")
 
 
 @pytest.fixture(scope="module")
-def repos(libvirt_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repos(requirements: None, libvirt_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ours = build_rpms(tmp_path_factory.mktemp("ansible-rpms"), {TRIGGERS: our_triggers_spec()})
     extra = dict.fromkeys(("v900", "both"), [ours[f"{TRIGGERS}-1"]])
     return publish_repos(libvirt_pool, tmp_path_factory.mktemp("ansible-repos"),
@@ -178,25 +195,47 @@ def inventory(guests: dict[str, GuestDnf]) -> dict:
     }}
 
 
-def run_playbook(workdir: Path, guests: dict[str, GuestDnf]) -> subprocess.CompletedProcess[str]:
-    inv = workdir / "inventory.yml"
-    inv.write_text(json.dumps(inventory(guests), indent=2))  # JSON is YAML
+def ansible_env(workdir: Path) -> dict[str, str]:
+    """A clean environment for ansible and ansible-playbook: the nsenter connection hands the
+    controller's environment to the guests' processes."""
     (workdir / "ansible.cfg").write_text("[defaults]\n")
-    extra = {"libvirt_units_serial": 1, "libvirt_units_summary_file": str(workdir / "summary.json"),
-             "libvirt_units_report_file": str(workdir / "report.json")}
-    # A clean environment: the nsenter connection hands the controller's environment to the
-    # guests' processes.
-    env = {**GUEST_ENV, "ANSIBLE_CONFIG": str(workdir / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-local"),
-           "ANSIBLE_REMOTE_TMP": "/var/tmp/ansible-remote"}
-    argv = ["ansible-playbook", "-i", str(inv), "-e", json.dumps(extra), str(PLAYBOOK)]
+    return {**GUEST_ENV, "ANSIBLE_CONFIG": str(workdir / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-local"),
+            "ANSIBLE_REMOTE_TMP": "/var/tmp/ansible-remote"}
+
+
+def run_ansible(argv: list[str], workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
     result = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True,
                             timeout=PLAYBOOK_TIMEOUT, check=False)
-    print(f"$ {' '.join(argv)}  [rc={result.returncode}, {time.monotonic() - started:.1f} s]")
+    print(f"$ {shlex.join(argv)}  [rc={result.returncode}, {time.monotonic() - started:.1f} s]")
     print(result.stdout)
     print(result.stderr)
     return result
+
+
+def run_playbook(workdir: Path, guests: dict[str, GuestDnf]) -> subprocess.CompletedProcess[str]:
+    inv = workdir / "inventory.yml"
+    inv.write_text(json.dumps(inventory(guests), indent=2))  # JSON is YAML
+    extra = {"libvirt_units_serial": 1, "libvirt_units_summary_file": str(workdir / "summary.json"),
+             "libvirt_units_report_file": str(workdir / "report.json")}
+    argv = ["ansible-playbook", "-i", str(inv), "-e", json.dumps(extra), str(PLAYBOOK)]
+    return run_ansible(argv, workdir, ansible_env(workdir))
+
+
+def module(rollout: dict, host: str, args: dict, check_mode: bool = False) -> dict:
+    """One ad-hoc run of the libvirt_units module on a guest (the inventory's test set-up added
+    to args); its result as the json callback reports it."""
+    workdir = rollout["workdir"]
+    host_vars = inventory(rollout["guests"])["hypervisors"]["vars"]
+    full = {"dnf_args": host_vars["libvirt_units_dnf_args"],
+            "extra_environment": host_vars["libvirt_units_environment"], **args}
+    env = {**ansible_env(workdir), "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "json"}
+    argv = ["ansible", host, "-i", str(workdir / "inventory.yml"), "-m", MODULE, "-a", json.dumps(full),
+            *(["--check"] if check_mode else [])]
+    result = run_ansible(argv, workdir, env)
+    return json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"][host]
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +255,7 @@ def rollout(repos: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
             after[name] = {"enablement": enablement(guest), "packages": guest.packages(),
                            "events": guest.events()[marks[name]:],
                            "record": json.loads(record) if record else None, "guards": guest.guards()}
-        yield {"result": result, "before": before, "after": after,
+        yield {"result": result, "before": before, "after": after, "guests": guests, "workdir": workdir,
                "summary": json.loads((workdir / "summary.json").read_text()),
                "report": json.loads((workdir / "report.json").read_text())}
 
@@ -301,3 +340,120 @@ def test_verification_passes_and_matches_the_guests_records(rollout):
         done = {u["unit"]: [a for a in u["actions"] if a != "none"] for u in record["units"]}
         assert {u: a for u, a in done.items() if a} == summary["hosts"][name]["actions"], name
         assert sorted(record["guards"]) == sorted(summary["hosts"][name]["guards"])
+
+
+# -- the module alone (ad-hoc `ansible -m`), on the guests the rollout left ------------------------
+
+
+def schema_part(result: dict) -> dict:
+    """The keys of the module's result that follow doc/libvirt-units.schema.json."""
+    return {key: result[key] for key in SCHEMA_KEYS}
+
+
+def test_module_plan_status_check_change_nothing_and_follow_the_schema(rollout):
+    plan = module(rollout, "conflicted", {"state": "plan"}, check_mode=True)
+    assert (plan["changed"], plan.get("failed", False), plan["backend"]) == (False, False, "dnf")
+    jsonschema.validate(schema_part(plan), SCHEMA)
+    assert plan["command"] == "dry-run" and plan["transaction"] and plan["guards"]
+    assert "reload" in plan["actions"]["virtlogd.service"]
+
+    status = module(rollout, "mono", {"state": "status"})
+    assert status["changed"] is False
+    jsonschema.validate(schema_part(status), SCHEMA)
+    by_unit = {u["unit"]: u for u in status["units"]}
+    assert by_unit["libvirtd.service"]["enablement"] == "enabled"
+    assert by_unit["libvirtd.service"]["active"] == "active"
+    assert status["last_transaction"]["outcome"]["restarted"] == ["libvirtd.service"]
+
+    clean = module(rollout, "mono", {"state": "check"})
+    assert (clean["changed"], clean.get("failed", False), clean["problems"], clean["rc"]) == (False, False, [], 0)
+
+    broken = module(rollout, "conflicted", {"state": "check"})
+    assert broken["failed"] is True and broken["changed"] is False
+    jsonschema.validate(schema_part(broken), SCHEMA)
+    assert [p["kind"] for p in broken["problems"]] == ["socket-conflict"]
+    assert broken["msg"].startswith("libvirt-units check: 1 problem(s): libvirtd.socket and virtproxyd.socket")
+
+
+def test_module_falls_back_to_the_standalone_command_or_says_why_it_cannot(rollout):
+    guest = rollout["guests"]["mono"]
+    no_plugin = [f"--config={FLEET_DNF_CONF}", "--releasever=1", "--noplugins"]
+    nothing = module(rollout, "mono", {"state": "status", "dnf_args": no_plugin})
+    assert nothing["failed"] is True
+    assert nothing["msg"].startswith("neither dnf 4 with the libvirt-units plugin (dnf) nor the libvirt-units "
+                                     "command (libvirt-units) can status on this host: "), nothing["msg"]
+    assert "No such command: libvirt-units" in nothing["msg"] and "libvirt-units: not found" in nothing["msg"]
+
+    guest.c.write_file(STANDALONE, STANDALONE_TEXT, mode=0o755)
+    try:
+        status = module(rollout, "mono", {"state": "status", "dnf_args": no_plugin})
+        assert (status.get("failed", False), status["backend"]) == (False, "libvirt-units"), status
+        assert status["cmd"] == [STANDALONE, "status", "--json", "--root", "/"]
+        jsonschema.validate(schema_part(status), SCHEMA)
+        # `libvirt-units plan` (a dry run without dnf 4) does not exist yet: one clear line
+        plan = module(rollout, "mono", {"state": "plan", "dnf_args": no_plugin})
+        assert plan["failed"] is True and "can plan on this host" in plan["msg"], plan["msg"]
+        assert "invalid choice: 'plan'" in plan["msg"]
+    finally:
+        guest.c.run(["rm", "-f", STANDALONE])
+
+
+def test_module_resume_changes_only_when_a_transaction_is_unfinished(rollout):
+    guest = rollout["guests"]["conflicted"]  # held back: still at 9.0.0
+    idle = module(rollout, "conflicted", {"state": "resume"})
+    assert (idle["changed"], idle["pending"], idle["msg"]) == (False, False, "no unfinished transaction to complete")
+
+    # dnf killed after rpm, in the plugin's step: the journal stays behind
+    guest.dnf("upgrade", "libvirt-daemon-log", repo="both", check=False,
+              env={"LIBVIRT_UNITS_TEST_CHECKPOINT": "kill:finish"})
+    assert guest.c.run(["test", "-e", JOURNAL], check=False).returncode == 0
+
+    dry = module(rollout, "conflicted", {"state": "resume"}, check_mode=True)
+    assert (dry["changed"], dry["pending"], dry["backend"]) == (True, True, None)
+    assert guest.c.run(["test", "-e", JOURNAL], check=False).returncode == 0  # check mode: untouched
+
+    done = module(rollout, "conflicted", {"state": "resume"})
+    assert (done["changed"], done["pending"], done["backend"], done.get("failed", False)) == (True, True, "dnf", False)
+    assert guest.c.run(["test", "-e", JOURNAL], check=False).returncode == 1
+    assert guest.guards() == []
+    assert done["last_transaction"]["command"] == "transaction"
+    assert guest.is_enabled("libvirtd.socket") == guest.is_enabled("virtproxyd.socket") == "enabled"  # kept
+
+    again = module(rollout, "conflicted", {"state": "resume"})
+    assert (again["changed"], again["pending"]) == (False, False)
+
+
+# -- static checks of the collection (ansible-test sanity runs them in full, see README) -----------
+
+
+def test_module_and_filters_are_documented_for_ansible_doc():
+    skip_without_ansible()
+    yaml = pytest.importorskip("yaml")
+    env = {**GUEST_ENV, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)}
+    docs = json.loads(subprocess.run(["ansible-doc", "-j", MODULE], env=env, capture_output=True, text=True,
+                                     timeout=120, check=True).stdout)[MODULE]
+    options = docs["doc"]["options"]
+    assert options["state"]["choices"] == ["plan", "status", "check", "resume"]
+    assert set(options) >= {"dnf_args", "extra_environment", "root", "backend", "fail_on_problems"}
+    assert {"units", "problems", "last_transaction"} <= set(docs["return"])
+    for name in FILTERS:
+        out = subprocess.run(["ansible-doc", "-t", "filter", "-j", f"libvirt_units.fleet.{name}"], env=env,
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        assert json.loads(out)[f"libvirt_units.fleet.{name}"]["doc"]["name"] == name
+    # EXAMPLES parse too (ansible-doc does not read them)
+    tree = ast.parse(MODULE_FILE.read_text())
+    blocks = {n.targets[0].id: n.value.value for n in tree.body
+              if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)}
+    assert all(yaml.safe_load(blocks[key]) for key in ("DOCUMENTATION", "EXAMPLES", "RETURN"))
+
+
+def test_module_runs_on_old_target_pythons():
+    """Managed hosts run the module with their system Python (RHEL 8: 3.6); no newer syntax."""
+    ast.parse(MODULE_FILE.read_text(), feature_version=(3, 6))
+
+
+def test_playbook_passes_ansible_syntax_check():
+    skip_without_ansible()
+    result = subprocess.run(["ansible-playbook", "--syntax-check", "-i", "localhost,", str(PLAYBOOK)],
+                            env={**GUEST_ENV}, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
