@@ -381,7 +381,7 @@ def test_module_falls_back_to_the_standalone_command_or_says_why_it_cannot(rollo
     nothing = module(rollout, "mono", {"state": "status", "dnf_args": no_plugin})
     assert nothing["failed"] is True
     assert nothing["msg"].startswith("neither dnf 4 with the libvirt-units plugin (dnf) nor the libvirt-units "
-                                     "command (libvirt-units) can status on this host: "), nothing["msg"]
+                                     "command (libvirt-units) can run 'status' on this host: "), nothing["msg"]
     assert "No such command: libvirt-units" in nothing["msg"] and "libvirt-units: not found" in nothing["msg"]
 
     guest.c.write_file(STANDALONE, STANDALONE_TEXT, mode=0o755)
@@ -392,7 +392,7 @@ def test_module_falls_back_to_the_standalone_command_or_says_why_it_cannot(rollo
         jsonschema.validate(schema_part(status), SCHEMA)
         # `libvirt-units plan` (a dry run without dnf 4) does not exist yet: one clear line
         plan = module(rollout, "mono", {"state": "plan", "dnf_args": no_plugin})
-        assert plan["failed"] is True and "can plan on this host" in plan["msg"], plan["msg"]
+        assert plan["failed"] is True and "can run 'plan' on this host" in plan["msg"], plan["msg"]
         assert "invalid choice: 'plan'" in plan["msg"]
     finally:
         guest.c.run(["rm", "-f", STANDALONE])

@@ -235,7 +235,7 @@ PENDING = "pending.json"
 NO_COMMAND_MARKERS = ("No such command", "Unknown argument", "unknown argument")
 
 MSG_NO_FRONT_END = ("neither dnf 4 with the libvirt-units plugin ({dnf}) nor the libvirt-units command "
-                    "({cmd}) can {what} on this host: {why}")
+                    "({cmd}) can run '{what}' on this host: {why}")
 MSG_NOT_JSON = "{cmd} printed no JSON object (rc={rc}): {detail}"
 MSG_FAILED = "{cmd} failed (rc={rc}): {detail}"
 MSG_PROBLEMS = "libvirt-units check: {count} problem(s): {details}"
@@ -322,7 +322,8 @@ class Runner(object):
         return [found] + args + ["--root", self.params["root"]], None
 
     def run(self):
-        """(backend, argv, rc, stdout, stderr) of the first front end that has the command."""
+        """(backend, argv, rc, stdout, stderr) of the first front end that has the command, or
+        (None, reasons) when none has it."""
         backend = self.params["backend"]
         order = ["dnf", "libvirt-units"] if backend == "auto" else [backend]
         why = []
@@ -337,9 +338,7 @@ class Runner(object):
                 why.append("{0}: {1}".format(" ".join(argv), one_line(err or out, 200)))
                 continue
             return front_end, argv, rc, out, err
-        self.module.fail_json(msg=MSG_NO_FRONT_END.format(
-            dnf=self.params["dnf_command"], cmd=self.params["libvirt_units_command"],
-            what=self.params["state"], why="; ".join(why)), pending=False, changed=False)
+        return None, why
 
     def lacks_command(self, front_end, out, err):
         """The front end is there but does not know this subcommand (no plugin, no `plan` yet)."""
@@ -347,6 +346,16 @@ class Runner(object):
         if front_end == "dnf":
             return any(marker in text for marker in NO_COMMAND_MARKERS)
         return "invalid choice" in text
+
+
+def planned_actions(units):
+    """unit -> its actions, for the units with an action other than `none`."""
+    actions = {}
+    for row in units:
+        kept = [a for a in row.get("actions") or [] if a != "none"]
+        if kept:
+            actions[row["unit"]] = kept
+    return actions
 
 
 def result_from(data, command):
@@ -358,8 +367,7 @@ def result_from(data, command):
         "units": units,
         "problems": data.get("problems") or [],
         "guards": data.get("guards") or [],
-        "actions": dict((u["unit"], [a for a in u.get("actions", []) if a != "none"])
-                        for u in units if [a for a in u.get("actions", []) if a != "none"]),
+        "actions": planned_actions(units),
     }
 
 
@@ -394,7 +402,12 @@ def main():
                       else "no unfinished transaction to complete")
         module.exit_json(**result)
 
-    backend, argv, rc, out, err = Runner(module).run()
+    ran = Runner(module).run()
+    if ran[0] is None:
+        module.fail_json(msg=MSG_NO_FRONT_END.format(
+            dnf=params["dnf_command"], cmd=params["libvirt_units_command"], what=params["state"],
+            why="; ".join(ran[1])), **result)
+    backend, argv, rc, out, err = ran
     result.update(backend=backend, cmd=argv, rc=rc, stdout=out, stderr=err)
     if params["state"] == "resume":
         if rc != 0:
