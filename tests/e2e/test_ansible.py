@@ -17,7 +17,9 @@ The playbook plans the 9.0.0 -> 9.1.0 upgrade everywhere, holds ``conflicted`` b
 reason, upgrades the other two one per batch and verifies each. The test checks the fleet
 summary and the report the playbook writes, and each guest afterwards: packages, enablement of
 every unit that existed before, restarts counted from the units' own start log, the record of
-the last transaction.
+the last transaction. Then the module runs alone (``ansible -m``) on the same guests: check mode,
+the JSON schema of its results, the fallback to the standalone command and its failure
+messages, and ``resume`` after a dnf killed in the plugin's step.
 """
 
 from __future__ import annotations
