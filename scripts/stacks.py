@@ -376,6 +376,27 @@ def run_stack(stack: Stack, extra: list[str]) -> Outcome:
     return outcome
 
 
+def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`--stack NAME` (repeatable, also `--stack=NAME`) for us; everything else, and everything
+    after `--`, for pytest (so `./scripts/test -k differential` works as it always did)."""
+    stacks: list[str] = []
+    extra: list[str] = []
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            extra += rest
+            break
+        if arg == "--stack" or arg.startswith("--stack="):
+            name = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else "")
+            if name not in (*ALL, "all"):
+                raise ValueError(f"unknown stack {name!r}")
+            stacks.append(name)
+        else:
+            extra.append(arg)
+    return stacks, extra
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="verb")
@@ -386,14 +407,16 @@ def main(argv: list[str]) -> int:
     enter_parser.add_argument("--unified-cgroup", action="store_true")
     enter_parser.add_argument("--bind", action="append", default=[])
     enter_parser.add_argument("command", nargs="+")
-    parser.add_argument("--stack", action="append", choices=(*ALL, "all"),
-                        help="run only this stack (repeatable; default: all)")
     if argv[:1] == ["enter"]:
         enter(parser.parse_args(argv))
         return 127  # not reached: enter() execs
-    ours, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    args = parser.parse_args(ours)
-    chosen = ALL if not args.stack or "all" in args.stack else tuple(s for s in ALL if s in args.stack)
+    try:
+        stacks, extra = split_arguments(argv)
+    except ValueError as exc:
+        print(f"stacks: {exc}\nusage: scripts/stacks.py [--stack {'|'.join(ALL)}|all]... [--] [PYTEST-ARGS...]",
+              file=sys.stderr)
+        return 2
+    chosen = ALL if not stacks or "all" in stacks else tuple(s for s in ALL if s in stacks)
     if os.geteuid() != 0:
         print("stacks: needs root (mounts, unshare, mmdebstrap)", file=sys.stderr)
         return 2
