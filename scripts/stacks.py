@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +44,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_ENV = "LIBVIRT_UNITS_STACKS_CACHE"
+MIRROR_ENV = "LIBVIRT_UNITS_STACKS_MIRROR"  # default: the archive the host's apt uses
 DEFAULT_CACHE = Path("/var/cache/libvirt-units/stacks")
 # What the roots have besides the suite's own packages (scripts/deps --list).
 COMMON_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "git", "procps", "iproute2")
@@ -116,7 +118,9 @@ def cache_dir() -> Path:
 
 
 def host_mirror() -> str:
-    """The Debian archive the host's apt already uses."""
+    """The Debian archive to build from: MIRROR_ENV, or the one the host's apt already uses."""
+    if os.environ.get(MIRROR_ENV):
+        return os.environ[MIRROR_ENV]
     sources = Path("/etc/apt/sources.list.d/debian.sources")
     if sources.exists():
         for line in sources.read_text().splitlines():
@@ -188,7 +192,11 @@ def ensure_root(stack: Stack) -> tuple[Path | None, str]:
             return root, ""
         why = mirror_unreachable(mirror, stack.suite)
         if why:
-            return None, why
+            stale = older_root(stack, key)
+            if stale is None:
+                return None, why
+            log(f"{stack.name}: {why}; using the older cached root {stale.parent}")
+            return stale, ""
         shutil.rmtree(entry, ignore_errors=True)
         entry.mkdir(parents=True)
         started = time.monotonic()
@@ -212,6 +220,13 @@ def ensure_root(stack: Stack) -> tuple[Path | None, str]:
         log(f"{stack.name}: built in {time.monotonic() - started:.0f} s")
         prune(stack, keep=entry)
         return root, ""
+
+
+def older_root(stack: Stack, key: str) -> Path | None:
+    """A complete root of an earlier week with the same packages and mirror, for offline runs."""
+    digest = key.rsplit("-", 1)[1]
+    entries = sorted(cache_dir().glob(f"{stack.suite}-*-{digest}"), reverse=True)
+    return next((e / "root" for e in entries if (e / "complete").exists()), None)
 
 
 def prune(stack: Stack, keep: Path) -> None:
@@ -299,28 +314,46 @@ def kill_leftovers(work: Path) -> None:
         time.sleep(0.2)
 
 
-def tee(argv: list[str], timeout: float) -> tuple[int, list[str]]:
-    """Run argv, copying its output to ours line by line; return its status and lines."""
+def remove_abandoned_runs(runs: Path) -> None:
+    """Upper layers of runs that were killed before they could clean up (their namespace is
+    gone with its last process; a run still being set up has no mntns file yet, so wait)."""
+    for work in runs.iterdir():
+        mntns = work / "mntns"
+        if mntns.exists() and not processes_in(mntns.read_text()):
+            log(f"removing the upper layer of an abandoned run: {work}")
+            shutil.rmtree(work, ignore_errors=True)
+        elif not mntns.exists() and time.time() - work.stat().st_mtime > 3600:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def tee(argv: list[str], timeout: float, work: Path | None = None) -> tuple[int, list[str]]:
+    """Run argv, copying its output to ours line by line; return its status and lines.
+
+    Done when argv exits (or after `timeout`), not when its output closes: a process it left
+    behind may hold the pipe. Those in the run's mount namespace (`work`) are killed then."""
     lines: list[str] = []
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", start_new_session=True) as process:
-        deadline = time.monotonic() + timeout
-        assert process.stdout is not None
-        for line in process.stdout:
+
+    def copy(stream) -> None:
+        for line in stream:
             sys.stdout.write(line)
             sys.stdout.flush()
             lines.append(line.rstrip("\n"))
-            if time.monotonic() > deadline:
-                lines.append(f"stacks: timed out after {timeout:.0f} s")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                break
+
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", start_new_session=True) as process:
+        reader = threading.Thread(target=copy, args=(process.stdout,), daemon=True)
+        reader.start()
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            lines.append(f"stacks: timed out after {timeout:.0f} s")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        finally:
+            if work is not None:
+                kill_leftovers(work)
+        reader.join(timeout=KILL_WAIT)
     return process.returncode, lines
 
 
@@ -359,6 +392,7 @@ def run_stack(stack: Stack, extra: list[str]) -> Outcome:
     built = time.monotonic()
     runs = cache_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_runs(runs)
     work = Path(tempfile.mkdtemp(prefix=f"{stack.name}-", dir=runs))
     argv = ["unshare", "--mount", "--propagation", "private", "--",
             "/usr/bin/python3", str(Path(__file__).resolve()), "enter",
@@ -367,7 +401,7 @@ def run_stack(stack: Stack, extra: list[str]) -> Outcome:
             *(arg for path in git_dirs() for arg in ("--bind", str(path))),
             "--", *pytest_argv(extra)]
     try:
-        status, lines = tee(argv, STACK_TIMEOUT)
+        status, lines = tee(argv, STACK_TIMEOUT, work)
     finally:
         kill_leftovers(work)
         shutil.rmtree(work, ignore_errors=True)
