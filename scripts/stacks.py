@@ -97,6 +97,7 @@ class Outcome:
     line: str
     seconds: float = 0.0
     differential: str = ""
+    root_seconds: float | None = None  # getting the root ready (build, extract or cached)
 
 
 def log(message: str) -> None:
@@ -406,7 +407,7 @@ def run_stack(stack: Stack, extra: list[str]) -> Outcome:
         kill_leftovers(work)
         shutil.rmtree(work, ignore_errors=True)
     outcome = summarize(stack.name, status, lines, time.monotonic() - built)
-    log(f"{stack.name}: root ready in {built - started:.0f} s")
+    outcome.root_seconds = built - started
     return outcome
 
 
@@ -463,7 +464,8 @@ def main(argv: list[str]) -> int:
         if outcome.status == "skipped":
             print(f"stack {outcome.stack} skipped: {outcome.line}")
         else:
-            print(f"stack {outcome.stack} {outcome.status}: {outcome.line} ({outcome.seconds:.0f} s wall)")
+            root = "" if outcome.root_seconds is None else f"root ready in {outcome.root_seconds:.0f} s, "
+            print(f"stack {outcome.stack} {outcome.status}: {outcome.line} ({root}{outcome.seconds:.0f} s wall)")
         if outcome.differential:
             print(f"  {outcome.differential}")
     return 1 if any(o.status == "failed" for o in outcomes) else 0
