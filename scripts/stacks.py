@@ -81,7 +81,7 @@ HOST = Stack("host", "the machine itself (Debian 12: dnf 4.14, rpm 4.18, systemd
 STACKS = {
     "trixie": Stack("trixie", "Debian 13 (dnf 4.23, rpm 4.20, systemd 257, RHEL 10 generation)"),
     "sid": Stack(
-        "sid", "Debian sid (dnf5 5.4 + dnf 4.24, rpm 6.1, systemd >= 260, Fedora 43/44 generation)",
+        "sid", "Debian sid (dnf5 5.4 + dnf 4.24, rpm 6.1, systemd 262, Fedora 43/44 generation)",
         # dnf5 with the actions plugin, as on Fedora; `file` keeps rpmbuild quiet.
         extra_packages=("dnf5", "libdnf5-2", "python3-libdnf5", "python3-libdnf5-python-plugins-loader", "file"),
         unified_cgroup=True,
