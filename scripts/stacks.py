@@ -269,10 +269,12 @@ def enter(args: argparse.Namespace) -> None:
     if args.unified_cgroup:
         run(["umount", "-R", str(merged / "sys/fs/cgroup")])
         run(["mount", "-t", "cgroup2", "cgroup2", str(merged / "sys/fs/cgroup")])
-    for path in [REPO, *map(Path, args.bind)]:
+    for path, writable in [(REPO, True), *((Path(p), False) for p in args.bind)]:
         target = merged / str(path).lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
         run(["mount", "--bind", str(path), str(target)])
+        if not writable:  # a worktree's git directory: read, never written from a stack
+            run(["mount", "-o", "remount,bind,ro", str(target)])
     (merged / "etc/machine-id").write_text(hashlib.md5(os.urandom(16)).hexdigest() + "\n")
     (work / "mntns").write_text(os.readlink("/proc/self/ns/mnt"))
     os.chdir(merged)
