@@ -1,14 +1,23 @@
 """What `systemctl preset` will do to a unit, predicted from the preset files of a root.
 
-This mirrors systemd 252 (src/shared/install.c: read_presets, query_presets,
-pattern_match_multiple_instances) so the plugin can explain a preset before it runs it.
-Differences from intuition that we reproduce on purpose, all checked against systemctl 252:
+This mirrors systemd's src/shared/install.c (read_presets, query_presets,
+pattern_match_multiple_instances) so the plugin can explain a preset before it runs it, with
+the rules of the systemd version that will run the preset (`systemd_version`):
+
+- 252 and 253 (RHEL 9, Debian 12): as described below.
+- 254 and later: the `ignore PATTERN` verb; a unit it matches first is left as it is
+  (decision "ignore", the rule says why). Before 254 it is a bad line.
+- 255 and later (RHEL 10, Fedora): split-usr support is gone, so /lib/systemd/system-preset is
+  no longer read on a root whose /lib is not a link to /usr/lib.
+
+Differences from intuition that we reproduce on purpose, all checked against systemctl 252, 257
+and 262 (tests/e2e/test_preset_differential.py, on each test stack):
 
 - No matching rule, and no preset files at all, both mean *enable*.
-- There is no `ignore` verb before systemd 254; it is a bad line there. Bad lines are skipped
-  one at a time, the rest of the file still counts.
-- A bare `enable` line makes systemctl 252 dereference a NULL pattern: every unit that reaches
-  that line crashes the whole `systemctl preset` call, so nothing changes (decision "ignore").
+- Bad lines are skipped one at a time, the rest of the file still counts.
+- A bare `enable` line makes systemctl dereference a NULL pattern (252, 257 and 262 alike):
+  every unit that reaches that line crashes the whole `systemctl preset` call, so nothing
+  changes (decision "ignore"). A bare `disable` or `ignore` line matches nothing.
 - Globs are glibc fnmatch(3) with only FNM_NOESCAPE: `*` and `?` also match `@` and `.`,
   `\\` is literal, `[^...]` negates like `[!...]`.
 - `enable foo@.service a b` covers `foo@.service` (enabling foo@a and foo@b instead of the
@@ -19,6 +28,7 @@ Differences from intuition that we reproduce on purpose, all checked against sys
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import stat
@@ -27,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from .snapshot import resolve_in_root
+from .systemctl import default_binary
 from .units import SYSTEM, UNIT_TYPES, USER
 
 # The directories systemd reads, highest priority first (CONF_PATHS / CONF_PATHS_USR in
@@ -48,15 +59,26 @@ PRESET_DIRS = {
 }
 SPLIT_USR_DIR = "/lib/systemd/system-preset"
 
+# The rules of systemd 252 are the oldest we model; unknown versions get the newest rules we know.
+OLDEST_SYSTEMD = 252
+IGNORE_VERB_SINCE = 254
+SPLIT_USR_DROPPED_IN = 255
+NEWEST_KNOWN_SYSTEMD = 262
+# Where a root's systemctl says which systemd it belongs to: the shared library it links
+# (Debian >= 253, Fedora: libsystemd-shared-257.so, libsystemd-shared-257.3-1.fc42.so), or the
+# `systemctl --version` banner compiled into it (Debian 12 links that code statically).
+_VERSION_IN_BINARY = (re.compile(rb"libsystemd-shared-(\d{3,4})"), re.compile(rb"systemd (\d{3,4}) \("))
+_SYSTEMCTL_IN_ROOT = ("/usr/bin/systemctl", "/bin/systemctl")
+
 ENABLE = "enable"
 DISABLE = "disable"
 IGNORE = "ignore"
 
 NO_RULE_REASON = "no preset rule matches: systemd's default is enable"
-BARE_ENABLE = ("`enable` without a unit name: systemctl 252 crashes (SIGSEGV) on any unit that reaches "
+BARE_ENABLE = ("`enable` without a unit name: systemctl crashes (SIGSEGV) on any unit that reaches "
                "this line, and the whole `systemctl preset` call changes nothing")
 BAD_LINE = "couldn't parse {line}; systemd ignores this line"
-IGNORE_VERB = "`ignore` needs systemd 254; systemd 252 cannot parse {line} and ignores this line"
+IGNORE_VERB = "`ignore` needs systemd 254; systemd {version} cannot parse {line} and ignores this line"
 NOT_A_TEMPLATE = "instance names after {name!r}, which is not a template; systemd ignores this line"
 REFUSED = "{path}: {why}: `systemctl preset` fails and changes nothing"
 
@@ -81,7 +103,7 @@ _LINE = re.compile(r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?")
 
 @dataclass(frozen=True)
 class PresetRule:
-    """One `enable`/`disable` line, and where it is, so a decision can point at it."""
+    """One `enable`/`disable`/`ignore` line, and where it is, so a decision can point at it."""
 
     action: str
     pattern: str
@@ -100,7 +122,7 @@ class PresetDecision:
 
     `instances` are the instance units enabled in place of a template; empty means the unit
     itself (for a template: its DefaultInstance=, if it has one). "ignore" means systemctl
-    changes nothing; `problem` says why.
+    changes nothing: either an `ignore` rule says so, or `problem` says why it fails.
     """
 
     unit: str
@@ -127,6 +149,7 @@ class PresetSet:
     rules: tuple[PresetRule, ...]
     problems: tuple[str, ...]
     fatal: str = ""
+    systemd_version: int = OLDEST_SYSTEMD  # whose rules these are
 
     def decide(self, unit_name: str) -> PresetDecision:
         """The first rule that matches decides; ValueError for a name systemd refuses too."""
@@ -142,27 +165,35 @@ class PresetSet:
                 continue
             if rule.action == ENABLE:
                 return PresetDecision(unit_name, ENABLE, rule, instances or ())
-            return PresetDecision(unit_name, DISABLE, rule)
+            return PresetDecision(unit_name, rule.action, rule)
         return PresetDecision(unit_name, ENABLE, None)
 
 
-def parse_preset_text(text: str, path: str) -> tuple[list[PresetRule], list[str]]:
+def parse_preset_text(text: str, path: str, *,
+                      systemd_version: int = OLDEST_SYSTEMD) -> tuple[list[PresetRule], list[str]]:
     """The rules of one preset file, and a "PATH:LINE: ..." note for each line systemd skips."""
-    rules, problems, _ = _parse(text, path)
+    rules, problems, _ = _parse(text, path, systemd_version)
     return rules, problems
 
 
-def load_presets(root: Path, scope: str, *, split_usr: bool = True) -> PresetSet:
+def load_presets(root: Path, scope: str, *, split_usr: bool | None = None,
+                 systemd_version: int | None = None) -> PresetSet:
     """The preset rules systemd reads for `scope` ("system" or "user") in `root`.
 
-    `split_usr`: also read /lib/systemd/system-preset, as split-usr builds of systemd do
-    (Debian 12). It makes no difference on a merged-/usr root, where /lib is /usr/lib.
+    `systemd_version`: whose rules; by default that of the root's own systemctl, or of the
+    systemctl libvirt-units runs where the root has none (see `systemd_version_of_root`).
+    `split_usr`: also read /lib/systemd/system-preset, as split-usr builds of systemd before 255
+    do (Debian 12); by default exactly when the version is older than 255. It makes no
+    difference on a merged-/usr root, where /lib is /usr/lib.
     Symlinks are followed inside the root; `systemctl --root` follows a preset file's absolute
     symlink on the host instead, which only differs for links that are neither dangling nor
     /dev/null.
     """
     if scope not in PRESET_DIRS:
         raise ValueError(f"unknown scope {scope!r}")
+    version = systemd_version if systemd_version is not None else systemd_version_of_root(root)
+    if split_usr is None:
+        split_usr = version < SPLIT_USR_DROPPED_IN
     dirs = PRESET_DIRS[scope] + ((SPLIT_USR_DIR,) if split_usr and scope == SYSTEM else ())
     rules: list[PresetRule] = []
     problems: list[str] = []
@@ -172,13 +203,59 @@ def load_presets(root: Path, scope: str, *, split_usr: bool = True) -> PresetSet
         except OSError as exc:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             fatal = REFUSED.format(path=path, why=why)
-            return PresetSet(tuple(rules), tuple(problems + [fatal]), fatal)
-        file_rules, file_problems, fatal = _parse(text, path)
+            return PresetSet(tuple(rules), tuple(problems + [fatal]), fatal, version)
+        file_rules, file_problems, fatal = _parse(text, path, version)
         rules += file_rules
         problems += file_problems
         if fatal:
-            return PresetSet(tuple(rules), tuple(problems), fatal)
-    return PresetSet(tuple(rules), tuple(problems))
+            return PresetSet(tuple(rules), tuple(problems), fatal, version)
+    return PresetSet(tuple(rules), tuple(problems), "", version)
+
+
+def systemd_version_of_root(root: Path) -> int:
+    """The systemd version whose preset rules apply to `root`.
+
+    That of the root's own /usr/bin/systemctl (for `/`: the host's); for a root without one
+    (a fresh installroot), that of the systemctl libvirt-units runs with `--root`. Read from
+    the binary, never by running it: a root's binary may not run here. Falls back to the newest
+    rules we know when no version can be read.
+    """
+    for name in _SYSTEMCTL_IN_ROOT:
+        try:
+            path = resolve_in_root(root, name)
+        except OSError:
+            continue
+        version = systemctl_version(str(path))
+        if version is not None:
+            return version
+    version = systemctl_version(default_binary())
+    return version if version is not None else NEWEST_KNOWN_SYSTEMD
+
+
+def systemctl_version(binary: str) -> int | None:
+    """The systemd version a systemctl binary belongs to, or None if it cannot be read."""
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return _version_in_binary(os.path.realpath(binary), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _version_in_binary(path: str, size: int, mtime_ns: int) -> int | None:
+    """Cached per file identity (size and mtime are part of the key): a few ms per binary."""
+    try:
+        with open(path, "rb") as binary:
+            data = binary.read()
+    except OSError:
+        return None
+    for pattern in _VERSION_IN_BINARY:
+        found = pattern.search(data)
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def glob_match(pattern: str, name: str) -> bool:
@@ -203,7 +280,7 @@ def glob_match(pattern: str, name: str) -> bool:
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _parse(text: str, path: str) -> tuple[list[PresetRule], list[str], str]:
+def _parse(text: str, path: str, version: int) -> tuple[list[PresetRule], list[str], str]:
     rules: list[PresetRule] = []
     problems: list[str] = []
     pos = 0
@@ -219,7 +296,7 @@ def _parse(text: str, path: str) -> tuple[list[PresetRule], list[str], str]:
         line = raw.strip(_WHITESPACE)
         if not line or line[0] in "#;":
             continue
-        rule, problem = _parse_line(line, path, number)
+        rule, problem = _parse_line(line, path, number, version)
         if rule:
             rules.append(rule)
         if problem:
@@ -227,7 +304,7 @@ def _parse(text: str, path: str) -> tuple[list[PresetRule], list[str], str]:
     return rules, problems, ""
 
 
-def _parse_line(line: str, path: str, number: int) -> tuple[PresetRule | None, str]:
+def _parse_line(line: str, path: str, number: int, version: int) -> tuple[PresetRule | None, str]:
     shown = repr(line if len(line) <= 80 else line[:77] + "...")
     argument = _after_word(line, ENABLE)
     if argument is not None:
@@ -241,8 +318,12 @@ def _parse_line(line: str, path: str, number: int) -> tuple[PresetRule | None, s
     if argument is not None:
         # systemd keeps the whole rest of the line as the pattern, spaces included.
         return PresetRule(DISABLE, argument, (), path, number), ""
-    if _after_word(line, IGNORE) is not None:
-        return None, IGNORE_VERB.format(line=shown)
+    argument = _after_word(line, IGNORE)
+    if argument is not None:
+        if version < IGNORE_VERB_SINCE:
+            return None, IGNORE_VERB.format(version=version, line=shown)
+        # Parsed like `disable`: the rest of the line is the pattern; empty matches nothing.
+        return PresetRule(IGNORE, argument, (), path, number), ""
     return None, BAD_LINE.format(line=shown)
 
 

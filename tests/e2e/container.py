@@ -18,6 +18,10 @@ Facts this module relies on (systemd 252, util-linux 2.38; see /work/shared/docs
   ``systemd.firstboot=off`` stops boot from waiting at the first-boot wizard.
 - Never boot systemd outside a container on the host's own root: its boot clean-up wipes /tmp and
   it starts every enabled host service.
+- Machine names are unique per container (``unique_machine_name``): systemd-nspawn 257 and later
+  keep a mount point per name while a container runs, even with ``--register=no``, and refuse a
+  second container of the same name (``Mount point '/run/systemd/nspawn/unix-export/NAME' exists
+  already``); after a SIGKILLed nspawn the name stays taken.  nspawn 252 did not mind.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -42,6 +47,7 @@ __all__ = [
     "BootedContainer",
     "ContainerCommandError",
     "nspawn_unavailable_reason",
+    "unique_machine_name",
 ]
 
 # Commands inside the guest get exactly this environment (plus what the caller adds): nothing
@@ -60,6 +66,14 @@ _BOOTED_STATES = ("running", "degraded")
 _CONSOLE_TAIL_LINES = 60
 _PR_SET_PDEATHSIG = 1
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_MACHINE_NUMBERS = itertools.count(1)
+_MACHINE_NAME_MAX = 64  # a host name, which nspawn makes of it
+
+
+def unique_machine_name(prefix: str = "e2e-guest") -> str:
+    """``PREFIX-PID-N``: unique among the containers of every test process on this machine."""
+    suffix = f"-{os.getpid()}-{next(_MACHINE_NUMBERS)}"
+    return prefix[:_MACHINE_NAME_MAX - len(suffix)] + suffix
 
 
 class BootError(RuntimeError):
@@ -202,6 +216,7 @@ class BootedContainer:
     kernel command line (e.g. ``systemd.wants=x.service``).  ``__enter__`` returns once
     ``systemctl is-system-running --wait`` says running or degraded (then ``failed_units`` holds
     ``systemctl --failed``); otherwise it cleans up and raises BootError with the console log.
+    ``machine`` is the container's name (default: a fresh ``unique_machine_name()``).
     """
 
     def __init__(
@@ -211,7 +226,7 @@ class BootedContainer:
         writable_binds: Mapping[Path, str] | None = None,
         mask: Sequence[str] = (),
         kernel_args: Sequence[str] = (),
-        machine: str = "e2e-guest",
+        machine: str | None = None,
         unit: str = "multi-user.target",
         boot_timeout: float = 60.0,
         stop_timeout: float = 10.0,
@@ -226,7 +241,7 @@ class BootedContainer:
                 raise ValueError(f"guest bind path must be absolute: {guest}")
         self._mask = list(mask)
         self._kernel_args = list(kernel_args)
-        self._machine = machine
+        self._machine = machine or unique_machine_name()
         self._unit = unit
         self._boot_timeout = boot_timeout
         self._stop_timeout = stop_timeout

@@ -15,6 +15,7 @@ from tests.e2e.container import (
     BootError,
     _is_namespace_init,
     nspawn_unavailable_reason,
+    unique_machine_name,
 )
 
 PROBE_UNIT = "e2e-harness-probe.service"
@@ -140,6 +141,22 @@ def test_exit_removes_mounts_processes_and_directories() -> None:
         assert len(_mount_lines_mentioning(str(root.parent))) == 2  # tmpfs + overlay
         assert Path(f"/proc/{pid1}").exists()
     _assert_torn_down(root, nspawn_pid, pid1)
+
+
+def test_two_guests_at_once_get_their_own_names() -> None:
+    """systemd-nspawn >= 257 refuses a second running container of the same --machine name."""
+    with BootedContainer(unit="basic.target") as first, BootedContainer(unit="basic.target") as second:
+        names = set()
+        for guest in (first, second):
+            guest.run(["true"])  # both are up
+            argv = Path(f"/proc/{guest.nspawn_pid}/cmdline").read_text().split("\0")
+            names |= {a.split("=", 1)[1] for a in argv if a.startswith("--machine=")}
+        assert len(names) == 2 and all(name.startswith("e2e-guest-") for name in names)
+
+
+def test_machine_names_are_unique_and_fit_a_host_name() -> None:
+    names = [unique_machine_name("x" * 80) for _ in range(3)]
+    assert len(set(names)) == 3 and all(len(name) <= 64 for name in names)
 
 
 @pytest.mark.parametrize("fails", ["before PID 1 appears", "after PID 1 appears"])

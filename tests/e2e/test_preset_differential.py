@@ -1,5 +1,9 @@
 """Differential test: our preset evaluator against the real `systemctl preset` (offline, --root).
 
+It runs against the systemctl of the stack it runs on (252 on Debian 12, 257 in trixie, 262 in
+sid: see scripts/stacks.py), and the evaluator must pick that version's rules by itself: the
+scratch roots have no systemctl, so load_presets() takes the version of the one it would run.
+
 Hundreds of seeded random roots, each with preset files scattered over the preset directories
 (shared names so that precedence and masking matter, /dev/null and dangling masks, globs,
 template lines with instances, comments, garbage) and a few unit files. For every unit our
@@ -26,11 +30,19 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_presets.presets import PRESET_DIRS, SPLIT_USR_DIR, PresetDecision, load_presets
+from libvirt_presets.presets import (
+    IGNORE_VERB_SINCE,
+    PRESET_DIRS,
+    SPLIT_USR_DIR,
+    PresetDecision,
+    load_presets,
+    systemctl_version,
+)
 from libvirt_presets.units import ENABLEMENT_DIRS, SYSTEM, USER
 
 SYSTEMCTL = shutil.which("systemctl")
 pytestmark = pytest.mark.skipif(SYSTEMCTL is None, reason="systemctl is missing")
+VERSION = systemctl_version(SYSTEMCTL) if SYSTEMCTL else None
 
 CASES = 520
 USER_EVERY = 5  # every fifth case is a user-scope (--global) case
@@ -126,7 +138,7 @@ def preset_text(rnd: random.Random, units: list[str]) -> str:
         elif roll < 0.994:
             lines.append(rnd.choice(GARBAGE).format(u=rnd.choice(units)))
         else:
-            lines.append("enable")  # crashes systemctl 252 for every unit that reaches it
+            lines.append("enable")  # crashes systemctl (252, 257, 262) for every unit that reaches it
     ending = "\r\n" if rnd.random() < 0.1 else "\n"
     return "".join(f"{rnd.choice(['', ' ', chr(9)]) if rnd.random() < 0.1 else ''}{line}{ending}"
                    for line in lines)
@@ -178,14 +190,20 @@ def expected_instances(template: str, decision: PresetDecision, default_instance
     return {template.replace("@", "@" + default_instance)} if default_instance else set()
 
 
+def fails(decision: PresetDecision) -> bool:
+    """systemctl changes nothing for this unit because the call fails (crash or refusal), not
+    because an `ignore` rule says so."""
+    return decision.action == "ignore" and bool(decision.problem)
+
+
 def check_batch(root: Path, case: Case, batch: list[str], decisions: dict[str, PresetDecision],
                 want_links: set[str], problems: list[str]) -> set[str]:
     """Run one `systemctl preset` over `batch`; returns the links it made."""
     result = systemctl(root, case.scope, "--quiet", "preset", "--", *batch)
     links = linked_units(root, case.scope)
-    actions = {decisions[u].action for u in batch}
-    if "ignore" in actions:
-        fatal = any(decisions[u].rule is None for u in batch if decisions[u].action == "ignore")
+    failing = [decisions[u] for u in batch if fails(decisions[u])]
+    if failing:
+        fatal = any(d.rule is None for d in failing)
         want_rc, want_links = (1 if fatal else SIGSEGV_RC), set()
     else:
         want_rc = 0
@@ -203,14 +221,16 @@ def run_case(case: Case, root: Path) -> tuple[list[str], Counter]:
     seen.update(f"template:{'instances' if d.instances else d.action}"
                 for u, d in decisions.items() if u in case.templates)
     seen.update(["fatal"] * bool(presets.fatal) + ["problems"] * bool(presets.problems))
-    seen.update(["crash"] * any(d.action == "ignore" and d.rule for d in decisions.values()))
+    seen.update(["crash"] * any(fails(d) and d.rule for d in decisions.values()))
+    seen.update(["ignored"] * any(d.action == "ignore" and not d.problem for d in decisions.values()))
+    seen.update(["version"] * (presets.systemd_version == VERSION))
     seen.update(["masked"] * any(text in MASKS for text in case.files.values()))
     problems: list[str] = []
 
     singles = case.singles
     check_batch(root, case, singles, decisions,
                 {u for u in singles if decisions[u].action == "enable"}, problems)
-    if not problems and all(decisions[u].action != "ignore" for u in singles):
+    if not problems and not any(fails(decisions[u]) for u in singles):
         words = systemctl(root, case.scope, "is-enabled", "--", *singles).stdout.split()
         want = ["enabled" if decisions[u].action == "enable" else "disabled" for u in singles]
         if words != want:
@@ -228,7 +248,8 @@ def run_case(case: Case, root: Path) -> tuple[list[str], Counter]:
     return [], seen
 
 
-def test_evaluator_matches_systemctl_preset(tmp_path: Path) -> None:
+def test_evaluator_matches_systemctl_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert VERSION is not None, f"cannot read the systemd version of {SYSTEMCTL}"
     started = time.monotonic()
     cases = [make_case(i) for i in range(CASES)]
     with ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 1))) as pool:
@@ -237,10 +258,17 @@ def test_evaluator_matches_systemctl_preset(tmp_path: Path) -> None:
 
     mismatches = [m for found, _ in results for m in found]
     seen = sum((counts for _, counts in results), Counter())
-    print(f"\n{len(cases)} cases ({sum(c.scope == USER for c in cases)} user scope), "
-          f"{sum(len(c.units) for c in cases)} units, {len(mismatches)} mismatches, {elapsed:.1f} s; {dict(seen)}")
+    with capsys.disabled():  # shown without -s: scripts/stacks.py repeats it per stack
+        print(f"\npreset differential: {len(cases)} cases against systemctl {VERSION} ({SYSTEMCTL}), "
+              f"{len(mismatches)} differences ({sum(c.scope == USER for c in cases)} user scope, "
+              f"{sum(len(c.units) for c in cases)} units, {elapsed:.1f} s)")
+        print(f"preset differential outcomes: {dict(sorted(seen.items()))}")
+    assert seen["version"] == len(cases), f"the evaluator did not pick systemd {VERSION}'s rules"
     assert not mismatches, f"{len(mismatches)} of {len(cases)} cases differ:\n\n" + "\n\n".join(mismatches[:10])
     # The generator must have exercised every kind of outcome, or a pass proves little.
-    for kind in ("enable", "disable", "crash", "fatal", "masked", "problems",
-                 "template:instances", "template:enable", "template:disable"):
+    kinds = ["enable", "disable", "crash", "fatal", "masked", "problems",
+             "template:instances", "template:enable", "template:disable"]
+    if VERSION >= IGNORE_VERB_SINCE:
+        kinds.append("ignored")
+    for kind in kinds:
         assert seen[kind] > 0, f"no case produced {kind!r}"

@@ -1,4 +1,6 @@
-"""The preset evaluator on its own: parsing, precedence, globs and templates as systemd 252 has them.
+"""The preset evaluator on its own: parsing, precedence, globs and templates as systemd 252 has them,
+and the rules that changed in 254 (`ignore`) and 255 (no /lib/systemd/system-preset). Tests whose
+outcome depends on the version name it; the others hold for every version.
 
 The glob matcher is checked against the C library's own fnmatch(3) when that is glibc.
 """
@@ -17,12 +19,14 @@ from hypothesis import strategies as st
 
 from libvirt_presets.presets import (
     LONG_LINE_MAX,
+    NEWEST_KNOWN_SYSTEMD,
     NO_RULE_REASON,
     PresetRule,
     PresetSet,
     glob_match,
     load_presets,
     parse_preset_text,
+    systemd_version_of_root,
 )
 from libvirt_presets.units import SYSTEM, USER
 
@@ -30,9 +34,9 @@ VENDOR = "/usr/lib/systemd/system-preset"
 ETC = "/etc/systemd/system-preset"
 
 
-def rules_of(text: str, path: str = f"{VENDOR}/50-test.preset") -> PresetSet:
-    rules, problems = parse_preset_text(text, path)
-    return PresetSet(tuple(rules), tuple(problems))
+def rules_of(text: str, path: str = f"{VENDOR}/50-test.preset", version: int = 252) -> PresetSet:
+    rules, problems = parse_preset_text(text, path, systemd_version=version)
+    return PresetSet(tuple(rules), tuple(problems), systemd_version=version)
 
 
 def write(root: Path, path: str, text: str) -> None:
@@ -130,7 +134,22 @@ def test_disable_pattern_keeps_the_rest_of_the_line() -> None:
 def test_ignore_verb_is_a_bad_line_in_systemd_252() -> None:
     presets = rules_of("ignore foo.service\ndisable foo.service\n")
     assert presets.decide("foo.service").action == "disable"
-    assert "`ignore` needs systemd 254" in presets.problems[0]
+    assert "`ignore` needs systemd 254; systemd 252 cannot parse" in presets.problems[0]
+
+
+@pytest.mark.parametrize("version", [254, 257, 262])
+def test_ignore_verb_leaves_the_unit_alone_since_systemd_254(version: int) -> None:
+    presets = rules_of("ignore foo.service\ndisable foo.service\nignore b*\tx\nignore\n", version=version)
+    decision = presets.decide("foo.service")
+    assert (decision.action, decision.rule.line, decision.problem) == ("ignore", 1, "")
+    assert decision.reason == f"`ignore foo.service` in {VENDOR}/50-test.preset:1"
+    # the rest of the line is the pattern, as for `disable`; a bare `ignore` matches nothing
+    assert presets.decide("bar.service").action == "enable"
+    assert presets.problems == ()
+
+
+def test_ignore_verb_in_systemd_253_is_still_a_bad_line() -> None:
+    assert rules_of("ignore foo.service\n", version=253).decide("foo.service").action == "enable"
 
 
 def test_bad_lines_are_skipped_one_by_one() -> None:
@@ -219,17 +238,61 @@ def test_only_visible_preset_files_count(tmp_path: Path) -> None:
     assert load_presets(tmp_path, SYSTEM).decide("a.service").action == "enable"
 
 
-def test_lib_is_read_last_on_split_usr_roots(tmp_path: Path) -> None:
+def test_lib_is_read_last_on_split_usr_roots_before_systemd_255(tmp_path: Path) -> None:
     write(tmp_path, "/lib/systemd/system-preset/10-lib.preset", "disable a.service\n")
     write(tmp_path, f"{VENDOR}/50-x.preset", "enable a.service\n")
-    assert load_presets(tmp_path, SYSTEM).decide("a.service").action == "disable"
-    assert load_presets(tmp_path, SYSTEM, split_usr=False).decide("a.service").action == "enable"
+    for version in (252, 254):
+        assert load_presets(tmp_path, SYSTEM, systemd_version=version).decide("a.service").action == "disable"
+    assert load_presets(tmp_path, SYSTEM, systemd_version=252,
+                        split_usr=False).decide("a.service").action == "enable"
+
+
+@pytest.mark.parametrize("version", [255, 257, 262])
+def test_lib_is_not_read_since_systemd_255(tmp_path: Path, version: int) -> None:
+    write(tmp_path, "/lib/systemd/system-preset/10-lib.preset", "enable a.service\n")
+    write(tmp_path, f"{VENDOR}/50-x.preset", "disable *\n")
+    presets = load_presets(tmp_path, SYSTEM, systemd_version=version)
+    assert presets.decide("a.service").action == "disable"
+    assert presets.systemd_version == version
+
+
+def fake_systemctl(root: Path, content: bytes, path: str = "usr/bin/systemctl") -> None:
+    target = root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"\x7fELF...." + content + b"\0....")
+
+
+@pytest.mark.parametrize("content, version", [
+    (b"libsystemd-shared-257.so", 257),  # Debian >= 253
+    (b"libsystemd-shared-256.11-1.fc41.so", 256),  # Fedora
+    (b"systemd 252 (252.39-1~deb12u2)", 252),  # Debian 12: the banner, statically linked
+])
+def test_version_is_read_from_the_roots_systemctl(tmp_path: Path, content: bytes, version: int) -> None:
+    fake_systemctl(tmp_path, content)
+    assert systemd_version_of_root(tmp_path) == version
+    write(tmp_path, "/lib/systemd/system-preset/10-lib.preset", "disable a.service\n")
+    assert load_presets(tmp_path, SYSTEM).systemd_version == version
+
+
+def test_version_follows_the_roots_bin_symlink(tmp_path: Path) -> None:
+    fake_systemctl(tmp_path, b"libsystemd-shared-262.so", "usr/bin/systemctl.real")
+    os.symlink("/usr/bin/systemctl.real", tmp_path / "systemctl")  # absolute: inside the root
+    (tmp_path / "usr/bin/systemctl").symlink_to("/systemctl")
+    assert systemd_version_of_root(tmp_path) == 262
+
+
+def test_root_without_systemctl_takes_the_version_of_the_one_we_run(tmp_path: Path, monkeypatch) -> None:
+    fake_systemctl(tmp_path / "host", b"libsystemd-shared-255.so")
+    monkeypatch.setenv("LIBVIRT_UNITS_SYSTEMCTL", str(tmp_path / "host/usr/bin/systemctl"))
+    assert systemd_version_of_root(tmp_path / "root") == 255
+    monkeypatch.setenv("LIBVIRT_UNITS_SYSTEMCTL", str(tmp_path / "missing"))
+    assert systemd_version_of_root(tmp_path / "root") == NEWEST_KNOWN_SYSTEMD
 
 
 def test_merged_usr_lib_is_not_read_twice(tmp_path: Path) -> None:
     write(tmp_path, f"{VENDOR}/50-x.preset", "disable a.service\n")
     os.symlink("usr/lib", tmp_path / "lib")
-    assert len(load_presets(tmp_path, SYSTEM).rules) == 1
+    assert len(load_presets(tmp_path, SYSTEM, systemd_version=252).rules) == 1  # 252 reads /lib too
 
 
 def test_user_scope_reads_user_preset_dirs(tmp_path: Path) -> None:
