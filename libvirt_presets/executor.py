@@ -104,6 +104,12 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     parent = resolve_in_root(root, os.path.dirname(link))
     if not (_inside(root, top) and _inside(top, parent)):
         raise OSError(f"{root / os.path.dirname(link)} resolves outside {root / ENABLEMENT_DIRS[scope]}")
+    # A directory below it that is a symlink (to another wants directory, say) is not written
+    # through either: the snapshot records it as a link and never enters it, so a link written
+    # there would be seen under another name and the next restore would undo it.
+    below = os.path.relpath(os.path.dirname(link), ENABLEMENT_DIRS[scope])
+    if parent != (top if below == "." else top.joinpath(*below.split("/"))):
+        raise OSError(f"{root / os.path.dirname(link)} is a symlink to another directory; not written through")
     path = parent / parts[-1]
     if os.path.lexists(path) and not path.is_symlink():
         raise OSError(f"{path} is not a symlink; left alone")

@@ -9,6 +9,7 @@ step is marked; the next dnf run (or `resume`) finishes the job and removes the 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,9 @@ from .snapshot import Snapshot
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
 
 PENDING = state.PENDING
-STEPS = ("unguard", "presets", "links", "live")
+# "live-reload" is marked before the reload batch runs: a reload leaves no trace the planner
+# could see (the invocation ID stays), so a resumed run must not reload again.
+STEPS = ("unguard", "presets", "links", "live-reload", "live")
 
 
 class JournalError(ValueError):
@@ -156,7 +159,11 @@ def decode_installed(data: dict[str, Any]) -> dict[str, int]:
     if not isinstance(raw, dict):
         raise JournalError(f"malformed journal: {INSTALLED_BEFORE} is not a mapping")
     for nevra, tid in raw.items():
-        name, _, arch = str(nevra).rpartition(".")
-        if not isinstance(nevra, str) or name.count("-") < 2 or not arch or type(tid) is not int:
+        if not isinstance(nevra, str) or not NEVRA.fullmatch(nevra) or type(tid) is not int:
             raise JournalError(f"malformed journal: bad installed package {nevra!r}: {tid!r}")
     return dict(raw)
+
+
+# name-[epoch:]version-release.arch with the characters rpm accepts in a version and a release:
+# anything else would make rpm's own version comparison raise later (rpmdiff.changes_between).
+NEVRA = re.compile(r"[^\s/]+-(?:\d+:)?[A-Za-z0-9._+~^]+-[A-Za-z0-9._+~^]+\.[A-Za-z0-9_]+")

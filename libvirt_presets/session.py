@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Collection, Iterable
 
 from . import executor, journal, render, report, rpmdb, rpmdiff, state, watch
 from . import guards as runtime_guards
@@ -183,7 +183,8 @@ def restore_links(root: Path, plan: Plan, outcome: Outcome) -> int:
     return executor.restore_links(root, plan, repairs, outcome)
 
 
-def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outcome) -> None:
+def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outcome,
+               done: Collection[str] = (), step: Callable[[str], None] = lambda name: None) -> None:
     """The planned batches, one systemctl call each. A batch that fails is retried unit by unit
     for the units the manager says it did not do (planner.batch_retries), so one bad unit
     spoils nothing and no unit is restarted twice."""
@@ -192,8 +193,10 @@ def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outco
         report.record("skip", unit, "not restarted", why, triggers.get(unit), level=logging.DEBUG)
     before = {s: st.invocation_id for s, st in live.states.items()}
     for kind, units in (("restart", actions.restart_batch), ("reload", actions.reload), ("stop", actions.stop)):
-        if not units:
-            continue
+        if not units or (kind == "reload" and "live-reload" in done):
+            continue  # a run resumed after the reload batch: reloaded once is reloaded
+        if kind == "reload":
+            step("live-reload")  # before: at most once (a restart is recognised by its new invocation)
         result = executor.run_batch(systemctl, kind, units)
         if result.returncode == 0:
             executor.done(outcome, kind, units, triggers, actions.start)
@@ -272,7 +275,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     if not live_actions and live is not None and "live" not in done:
         return outcome  # the restarts wait for the next transaction or an explicit resume
     if live is not None and "live" not in done:
-        apply_live(plan, live, systemctl, outcome)
+        apply_live(plan, live, systemctl, outcome, done, step)
         checkpoint("after-live")
         step("live")
     summary = render.summary(record_outcome(pending, plan, outcome, history_id))

@@ -369,6 +369,9 @@ def service_text(unit: str, package: FixturePackage, user: bool, style: str = "c
         "[Service]",
         "Type=simple",
         f"ExecStart=/bin/sh -c 'echo \"start {daemon} $$$$\" >> {EVENTS_LOG}; exec sleep infinity'",
+        # A Type=simple unit is active as soon as it is forked: `systemctl start/try-restart` would
+        # return before its line is written, and a test reading the log under load would miss it.
+        f"ExecStartPost=/bin/sh -c 'until grep -qx \"start {daemon} $$MAINPID\" {EVENTS_LOG}; do sleep 0.01; done'",
     ]
     if unit in RELOADABLE:
         lines.append(f"ExecReload=/bin/sh -c 'echo \"reload {daemon}\" >> {EVENTS_LOG}'")
