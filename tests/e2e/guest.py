@@ -127,6 +127,15 @@ def trigger(kind: str, package: str, priority: int, body: str) -> str:
 OUR_TRIGGER = f"PYTHONPATH={SRC} /usr/bin/python3 -m libvirt_presets.markers || :"
 
 
+TRIGGERS = "libvirt-units-triggers"  # what a host gets from the libvirt-units RPM beside its plugin
+
+
+def our_triggers_rpm(workdir: Path) -> Path:
+    """The triggers package built once into `workdir`: hosts set up as a real install is add it
+    to their repositories (publish_repos(extra=...)) and install TRIGGERS."""
+    return build_rpms(workdir, {TRIGGERS: our_triggers_spec()})[f"{TRIGGERS}-1"]
+
+
 def our_triggers_spec() -> str:
     """The libvirt-units RPM's marker triggers alone (its plugin comes from the checkout)."""
     pkg = FixturePackage("libvirt-units-triggers", "1", log_posttrans=False)

@@ -24,6 +24,7 @@ import pytest
 from tests.e2e.fixtures import EVENTS_LOG, KILL_MARKER, FixturePackage, Pool, spec_text
 from tests.e2e.guest import (
     HOME,
+    TRIGGERS,
     GuestDnf,
     Run,
     assert_journal_fields,
@@ -54,7 +55,6 @@ PACKAGE_OF = {
     "virtlockd.service": "libvirt-daemon-lock",
 }
 COUNT_LINES: list[str] = []
-TRIGGERS = "libvirt-units-triggers"  # installed on every host, as the libvirt-units RPM ships it
 
 # A package whose %post does, while the plugin's guards are in place, what scriptlets do: a
 # try-restart of a guarded restart-policy service and a reload of a guarded reload-policy one.

@@ -18,13 +18,13 @@ import pytest
 
 from tests.e2e.fixtures import Pool
 from tests.e2e.guest import (
+    TRIGGERS,
     GuestDnf,
     booted_guest,
-    build_rpms,
     container_module,
     counts_line,
     guarded_units,
-    our_triggers_spec,
+    our_triggers_rpm,
     publish_repos,
     transact,
 )
@@ -36,15 +36,13 @@ module_setup = container_module("interrupted-transaction tests", "issue 15: a ki
 
 PACKAGES = ("libvirt-daemon", "libvirt-daemon-driver-network", "libvirt-daemon-log")
 SERVICES = ("libvirtd.service", "virtnetworkd.service", "virtlogd.service")
-TRIGGERS = "libvirt-units-triggers"
 PENDING = "/var/lib/dnf/libvirt-units/pending.json"
 RESUME_HINT = "run 'dnf libvirt-units resume'"
 
 
 @pytest.fixture(scope="module")
 def repos(classic_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ours = build_rpms(tmp_path_factory.mktemp("interrupted-rpms"), {TRIGGERS: our_triggers_spec()})
-    extra = dict.fromkeys(("v900", "v910"), [ours[f"{TRIGGERS}-1"]])
+    extra = dict.fromkeys(("v900", "v910"), [our_triggers_rpm(tmp_path_factory.mktemp("interrupted-rpms"))])
     return publish_repos(classic_pool, tmp_path_factory.mktemp("interrupted-repos"),
                          {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]}, extra=extra)
 

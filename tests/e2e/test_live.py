@@ -33,13 +33,13 @@ import pytest
 
 from tests.e2e.fixtures import LOCAL_SOCKETS, Pool, catalog
 from tests.e2e.guest import (
+    TRIGGERS,
     GuestDnf,
     Run,
     booted_guest,
-    build_rpms,
     container_module,
     counts_line,
-    our_triggers_spec,
+    our_triggers_rpm,
     publish_repos,
     transact,
 )
@@ -82,7 +82,6 @@ def system_units(*versions: str) -> tuple[str, ...]:
 
 UNITS = system_units("9.0.0", "9.1.0")
 RELOADED = ("virtlogd.service", "virtlockd.service")
-TRIGGERS = "libvirt-units-triggers"
 LIBVIRTD = ("libvirtd.service",) + tuple(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS)
 
 
@@ -119,8 +118,7 @@ def is_active(guest: GuestDnf) -> dict[str, str]:
 def repos(libvirt_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The libvirt-style packages, and the rpm triggers the libvirt-units RPM ships beside its
     plugin (doc/markers.md): the hosts here are set up as a real install is."""
-    ours = build_rpms(tmp_path_factory.mktemp("live-rpms"), {"libvirt-units-triggers": our_triggers_spec()})
-    extra = dict.fromkeys(("v900", "both"), [ours["libvirt-units-triggers-1"]])
+    extra = dict.fromkeys(("v900", "both"), [our_triggers_rpm(tmp_path_factory.mktemp("live-rpms"))])
     return publish_repos(libvirt_pool, tmp_path_factory.mktemp("guest-repos-libvirt"),
                          {"v900": ["9.0.0"], "both": ["9.0.0", "9.1.0"]}, extra=extra)
 

@@ -30,13 +30,13 @@ import pytest
 
 from tests.e2e.fixtures import Pool
 from tests.e2e.guest import (
+    TRIGGERS,
     GuestDnf,
     assert_journal_fields,
     booted_guest,
-    build_rpms,
     container_module,
     counts_line,
-    our_triggers_spec,
+    our_triggers_rpm,
     publish_repos,
     transact,
     wait_for_start_lines,
@@ -55,7 +55,6 @@ LIVE_VERBS = ("daemon-reload", "show", "try-restart", "try-reload-or-restart", "
 STYLES = ("classic", "bare")
 COUNT_LINES: list[str] = []
 NO_GUARD_CONF = "[main]\nguard = no\n"
-TRIGGERS = "libvirt-units-triggers"  # installed on every host, as the libvirt-units RPM ships it
 
 
 module_setup = container_module("restart tests", "issues 3 and 8: starts/reloads after the transaction began",
@@ -67,8 +66,7 @@ def repos(classic_pool: Pool, bare_pool: Pool,
           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Per style, a directory with the repositories v900 (9.0.0) and v910 (9.0.0 + 9.1.0), both
     with the rpm triggers the libvirt-units RPM ships beside its plugin (doc/markers.md)."""
-    ours = build_rpms(tmp_path_factory.mktemp("restart-rpms"), {TRIGGERS: our_triggers_spec()})
-    extra = dict.fromkeys(("v900", "v910"), [ours[f"{TRIGGERS}-1"]])
+    extra = dict.fromkeys(("v900", "v910"), [our_triggers_rpm(tmp_path_factory.mktemp("restart-rpms"))])
     return {
         pool.style: publish_repos(pool, tmp_path_factory.mktemp(f"guest-repos-{pool.style}"),
                                   {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]}, extra=extra)
