@@ -107,16 +107,19 @@ def test_a_refused_transaction_leaves_no_guard_and_restarts_work(repos):
 
 
 BUILD_ROOT = "/mnt/build-root"
-# A build root as mock or an image builder makes one: another tree (here an overlay of the
-# guest's /, so it has dnf, python and the packages), with the host's /proc, /dev and /run bound
-# in. /srv (checkout, repositories) and /var/log (fixture and wrapper logs) are shared too.
+# A build root as mock or an image builder makes one: another tree (a tmpfs of its own, so its
+# / is not PID 1's), with the guest's own trees bound in (so it has dnf, python, the packages; no
+# overlay: inside the test stacks the guest's / is an overlay already, and overlayfs nests at most
+# twice) and the host's /proc, /dev and /run among them.
 MAKE_BUILD_ROOT = f"""
 set -e
-mkdir -p /mnt/ov {BUILD_ROOT}
-mount -t tmpfs tmpfs /mnt/ov
-mkdir /mnt/ov/upper /mnt/ov/work
-mount -t overlay overlay -o lowerdir=/,upperdir=/mnt/ov/upper,workdir=/mnt/ov/work {BUILD_ROOT}
-for d in proc dev run srv/src srv/repo var/log; do mount --rbind /$d {BUILD_ROOT}/$d; done
+mkdir -p {BUILD_ROOT}
+mount -t tmpfs tmpfs {BUILD_ROOT}
+cd {BUILD_ROOT}
+for d in bin sbin lib lib32 lib64 libx32; do
+    if [ -L /$d ]; then ln -s "$(readlink /$d)" $d; elif [ -d /$d ]; then mkdir $d; mount --rbind /$d $d; fi
+done
+for d in usr etc var root tmp srv proc dev run; do mkdir $d; mount --rbind /$d $d; done
 """
 CASES = {  # id -> (run dnf chrooted in the build root, environment)
     "offline-env": (False, {"SYSTEMD_OFFLINE": "1"}),
