@@ -116,10 +116,11 @@ set -e
 mkdir -p {BUILD_ROOT}
 mount -t tmpfs tmpfs {BUILD_ROOT}
 cd {BUILD_ROOT}
-for d in bin sbin lib lib32 lib64 libx32; do
-    if [ -L /$d ]; then ln -s "$(readlink /$d)" $d; elif [ -d /$d ]; then mkdir $d; mount --rbind /$d $d; fi
+for path in /*; do  # every top-level directory (rpm >= 4.20 mounts a private /home, /tmp), not /mnt
+    d=${{path#/}}
+    if [ -L "$path" ]; then ln -s "$(readlink "$path")" "$d"
+    elif [ -d "$path" ] && [ "$d" != mnt ]; then mkdir "$d"; mount --rbind "$path" "$d"; fi
 done
-for d in usr etc var root tmp srv proc dev run; do mkdir $d; mount --rbind /$d $d; done
 """
 CASES = {  # id -> (run dnf chrooted in the build root, environment)
     "offline-env": (False, {"SYSTEMD_OFFLINE": "1"}),
