@@ -23,6 +23,10 @@ log = logging.getLogger("dnf.plugin.libvirt-units")
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
 MSG_DISABLED = "libvirt-units: disabled in the configuration (enabled = 0); nothing done"
+MSG_NATIVE = "libvirt-units: the dnf5 plugin is loaded in this dnf5 and does the work; nothing done"
+# Set by the native dnf5 plugin (dnf-plugins/libvirt_units_dnf5.py) in dnf5's environment: the
+# actions file's snapshot/apply, which dnf5 runs as its children, then leave the work to it.
+NATIVE_DNF5_ENV = "LIBVIRT_UNITS_DNF5_PLUGIN"
 MSG_NO_SNAPSHOT = "no snapshot to apply: run 'libvirt-units snapshot' before the transaction"
 MSG_COMPLETING = "libvirt-units: completing the unfinished transaction recorded in %s"
 MSG_NOTHING_TO_RESUME = "libvirt-units: no unfinished transaction to complete"
@@ -128,6 +132,9 @@ def run_snapshot(root: Path, config: Config, opts: argparse.Namespace) -> int:
     if not config.enabled:
         log.info(MSG_DISABLED)
         return EXIT_OK
+    if os.environ.get(NATIVE_DNF5_ENV) == "1":
+        log.debug(MSG_NATIVE)
+        return EXIT_OK
     complete_unfinished(root, config, announce=True)  # a transaction we never saw end comes first
     session.begin_observed(root, config)
     return EXIT_OK
@@ -136,6 +143,9 @@ def run_snapshot(root: Path, config: Config, opts: argparse.Namespace) -> int:
 def run_apply(root: Path, config: Config, opts: argparse.Namespace) -> int:
     if not config.enabled:
         log.info(MSG_DISABLED)
+        return EXIT_OK
+    if os.environ.get(NATIVE_DNF5_ENV) == "1":
+        log.debug(MSG_NATIVE)
         return EXIT_OK
     if journal.load(root) is None:
         raise RuntimeError(MSG_NO_SNAPSHOT)
