@@ -4,7 +4,7 @@ Runs where dnf5, python3-libdnf5 and the Python plugin loader are installed (the
 elsewhere each test skips with DNF5_PLUGIN_MISSING. The plugin is loaded from the checkout the
 way an installed one is: a loader conf named libvirt_units.conf in a private pluginconfpath,
 and $LIBDNF_PYTHON_PLUGIN_DIR holding libvirt_units.py (a symlink to
-dnf-plugins/libvirt_units_dnf5.py).
+dnf5-plugins/libvirt_units.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.e2e.test_presets import PROXY_SOCKETS
 
 JOURNAL = "var/lib/dnf/libvirt-units/pending.json"
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"
-PLUGIN_SOURCE = REPO_ROOT / "dnf-plugins" / "libvirt_units_dnf5.py"
+PLUGIN_SOURCE = REPO_ROOT / "dnf5-plugins" / "libvirt_units.py"
 CONFIG = REPO_ROOT / "etc/dnf/plugins/libvirt-units.conf"
 LOADER = "/etc/dnf/libdnf5-plugins/python_plugins_loader.conf"
 MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **{s: "disabled" for s in PROXY_SOCKETS}}

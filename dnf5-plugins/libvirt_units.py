@@ -1,6 +1,6 @@
 """dnf5 plugin (libdnf5's Python plugin loader): per-unit systemd presets, guards and batched
 restarts, the same core as the dnf 4 plugin (libvirt_presets.session). Installed as
-`libvirt_units.py` in $LIBDNF_PYTHON_PLUGIN_DIR, enabled by
+libvirt_units.py in $LIBDNF_PYTHON_PLUGIN_DIR (%{python3_sitelib}/libdnf_plugins), enabled by
 /etc/dnf/libdnf5-plugins/python_plugins_loader.d/libvirt_units.conf.
 
 Every hook is guarded: an exception escaping a hook aborts dnf5 (rc 134), so ours never does.
