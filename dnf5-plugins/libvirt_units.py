@@ -62,12 +62,9 @@ def change_action(item) -> str | None:  # noqa: ANN001 - libdnf5.base.Transactio
     action = item.get_action()
     if action in OUTGOING:
         return facts.ERASE
-    word = ACTIONS.get(action)
-    if word == facts.INSTALL:  # a new name that replaces another one: dnf 4's "obsolete"
-        name = item.get_package().get_name()
-        if any(p.get_name() != name for p in item.get_replaces()):
-            return facts.OBSOLETE
-    return word
+    # A new name that obsoletes an installed one is an install, as dnf 4 reports it; the
+    # replaced package is its own REPLACED item.
+    return ACTIONS.get(action)
 
 
 def transaction_changes(transaction, root: Path, from_headers: bool) -> list[facts.PackageChange]:  # noqa: ANN001

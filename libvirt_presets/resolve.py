@@ -116,14 +116,14 @@ def libdnf5_changes(transaction) -> list[facts.PackageChange]:  # noqa: ANN001
         actions.TransactionItemAction_REMOVE: facts.ERASE,
         actions.TransactionItemAction_REPLACED: facts.ERASE,
     }
+    # A new name that obsoletes an installed one is an install, as dnf 4 reports it (the
+    # replaced package is its own erase item); the planner does not tell them apart.
     changes = []
     for item in transaction.get_transaction_packages():
         word = words.get(item.get_action())
         if word is None:
             continue
         pkg = item.get_package()
-        if word == facts.INSTALL and any(p.get_name() != pkg.get_name() for p in item.get_replaces()):
-            word = facts.OBSOLETE  # a new name that replaces another one
         changes.append(facts.PackageChange(pkg.get_name(), pkg.get_nevra(), word, frozenset(pkg.get_files())))
     return changes
 
