@@ -168,3 +168,68 @@ def test_dnf5_killed_after_rpm_next_run_completes(root, repo, tmp_path):
     assert states(root, *MONOLITHIC) == MONOLITHIC
     assert root.is_enabled("virtqemud-admin.socket") == "enabled"
     assert not (root.path / JOURNAL).exists()
+
+
+# a live host: dnf5 with the plugin in a booted container (installroot /) ------------------
+
+LIVE_PACKAGES = ("libvirt-daemon", "libvirt-daemon-proxy", "libvirt-daemon-log",
+                 "libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network")
+LIVE_SERVICES = ("libvirtd.service", "virtqemud.service")
+
+
+def test_dnf5_live_upgrade_guards_then_restarts_each_service_once(classic_pool, tmp_path):
+    """Classic %postun try-restart scriptlets, systemd 262: the guards refuse them, virtlogd is
+    reloaded once with the same MainPID, libvirtd and virtqemud restarted once each, no guard left."""
+    from tests.e2e.container import nspawn_unavailable_reason
+    from tests.e2e.guest import (
+        HOME,
+        REPO_DIR,
+        SRC,
+        GuestDnf,
+        booted_guest,
+        publish_repos,
+        reloads,
+        starts,
+        wait_for_start_lines,
+    )
+
+    reason = nspawn_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cannot boot a systemd-nspawn container: {reason}")
+    repos = publish_repos(classic_pool, tmp_path / "repos", {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]})
+    watch = (*LIVE_SERVICES, "virtlogd.service")
+    conf_dir, plugin_dir = "/var/lib/e2e-dnf/libdnf5-plugins", "/var/lib/e2e-dnf/python-plugins"
+    with booted_guest(REPO_ROOT, repos) as container:
+        guest = GuestDnf(container)
+        guest.setup("v900")
+        guest.dnf("install", *(p for p in LIVE_PACKAGES if p != "libvirt-daemon-proxy"), repo="v900", plugin=False)
+        container.run(["sh", "-c", f"mkdir -p {conf_dir}/python_plugins_loader.d {plugin_dir} && "
+                       f"ln -sf {SRC}/dnf5-plugins/libvirt_units.py {plugin_dir}/libvirt_units.py && "
+                       f"cp {SRC}/etc/dnf/libdnf5-plugins/python_plugins_loader.d/libvirt_units.conf "
+                       f"{conf_dir}/python_plugins_loader.d/ && "
+                       f"printf '[main]\\nname = python_plugins_loader\\nenabled = 1\\n' "
+                       f"> {conf_dir}/python_plugins_loader.conf"])
+        guest.start(*watch)
+        wait_for_start_lines(guest, watch)
+        before = guest.show(*watch)
+        mark = len(guest.events())
+        argv = ["dnf5", "-y", "--releasever=1", "--setopt=reposdir=/var/lib/e2e-dnf/repos.d",
+                f"--repofrompath=v910,{REPO_DIR}/v910", "--repo=v910", "--setopt=pkg_gpgcheck=0",
+                f"--setopt=pluginconfpath={conf_dir}", "upgrade"]
+        env = {"HOME": HOME, "PYTHONPATH": SRC, "LIBDNF_PYTHON_PLUGIN_DIR": plugin_dir,
+               "LIBVIRT_UNITS_CONFIG": f"{SRC}/etc/dnf/plugins/libvirt-units.conf"}
+        result = container.run(argv, check=False, env=env)
+        print(result.stdout, result.stderr)
+        assert result.returncode == 0, result.stderr
+        wait_for_start_lines(guest, watch)
+        events = guest.events()[mark:]
+        assert guest.packages()["libvirt-daemon"] == "9.1.0"
+        assert "guarding" in result.stderr, result.stderr
+        started = {u: len(starts(events, u.removesuffix(".service"))) for u in LIVE_SERVICES}
+        assert started == dict.fromkeys(LIVE_SERVICES, 1), events
+        after = guest.show(*watch)
+        assert (len(starts(events, "virtlogd")), reloads(events, "virtlogd")) == (0, 1), events
+        assert after["virtlogd.service"].main_pid == before["virtlogd.service"].main_pid
+        assert all(s.active_state == "active" for s in after.values())
+        assert guest.guards() == []
+        assert "Traceback" not in result.stderr
