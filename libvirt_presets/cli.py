@@ -86,7 +86,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an extra repository (only these and --repo ones are used), as in dnf")
     parser.add_argument("--repo", metavar="ID", action="append", default=[], help="use only this repository")
     parser.add_argument("--releasever", metavar="VERSION", default=None, help="$releasever for the repositories")
-    parser.add_argument("-C", "--cacheonly", action="store_true", help="use the metadata cache only")
+    parser.add_argument("--cacheonly", action="store_true", help="use the metadata cache only")
     parser.add_argument("verb", nargs="?", default="upgrade", choices=resolve.TRANSACTIONS,
                         help="the transaction to plan (default: upgrade)")
     parser.add_argument("packages", nargs="*", help="package specs for install/remove/upgrade")
