@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, commands, host, journal, render, rpmdb, session, state
+from . import __version__, commands, host, journal, render, resolve, rpmdb, session, state
 from .config import CONFIG_PATH, Config, config_paths, load_config
 
 log = logging.getLogger("dnf.plugin.libvirt-units")
@@ -23,6 +23,10 @@ log = logging.getLogger("dnf.plugin.libvirt-units")
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
 MSG_DISABLED = "libvirt-units: disabled in the configuration (enabled = 0); nothing done"
+MSG_NATIVE = "libvirt-units: the dnf5 plugin is loaded in this dnf5 and does the work; nothing done"
+# Set by the native dnf5 plugin (dnf-plugins/libvirt_units_dnf5.py) in dnf5's environment: the
+# actions file's snapshot/apply, which dnf5 runs as its children, then leave the work to it.
+NATIVE_DNF5_ENV = "LIBVIRT_UNITS_DNF5_PLUGIN"
 MSG_NO_SNAPSHOT = "no snapshot to apply: run 'libvirt-units snapshot' before the transaction"
 MSG_COMPLETING = "libvirt-units: completing the unfinished transaction recorded in %s"
 MSG_NOTHING_TO_RESUME = "libvirt-units: no unfinished transaction to complete"
@@ -45,6 +49,7 @@ SUBCOMMANDS = {
     "check": "find enabled sockets that conflict, sockets without their service, dangling links (exit 1)",
     "resume": "complete a transaction a killed dnf or an interrupted 'apply' left unfinished",
     "last": "the record of the last transaction: when, which packages, what was done to which unit",
+    "plan": "resolve a transaction (default: upgrade) without running it and print the per-unit plan",
 }
 
 
@@ -66,8 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     for name, summary in SUBCOMMANDS.items():
         parents = [common, with_json] if name in ("status", "check", "resume", "last") else [common]
-        subs.add_parser(name, parents=parents, help=summary, description=summary)
+        sub = subs.add_parser(name, parents=parents, help=summary, description=summary)
+        if name == "plan":
+            add_plan_arguments(sub)
     return parser
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """`plan`: `dnf libvirt-units --dry-run` for hosts without dnf 4 (resolve.py)."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
+    parser.add_argument("--all", action="store_true",
+                        help="list every managed unit, also those that only keep their state")
+    parser.add_argument("--repofrompath", metavar="ID,PATH", action="append", default=[], type=repo_from_path,
+                        help="an extra repository (only these and --repo ones are used), as in dnf")
+    parser.add_argument("--repo", metavar="ID", action="append", default=[], help="use only this repository")
+    parser.add_argument("--releasever", metavar="VERSION", default=None, help="$releasever for the repositories")
+    parser.add_argument("--cacheonly", action="store_true", help="use the metadata cache only")
+    parser.add_argument("verb", nargs="?", default="upgrade", choices=resolve.TRANSACTIONS,
+                        help="the transaction to plan (default: upgrade)")
+    parser.add_argument("packages", nargs="*", help="package specs for install/remove/upgrade")
+
+
+def repo_from_path(text: str) -> tuple[str, str]:
+    repo_id, sep, path = text.partition(",")
+    if not sep or not repo_id or not path:
+        raise argparse.ArgumentTypeError(f"{text}: say ID,PATH")
+    return repo_id, path
 
 
 def root_dir(text: str) -> Path:
@@ -128,6 +157,9 @@ def run_snapshot(root: Path, config: Config, opts: argparse.Namespace) -> int:
     if not config.enabled:
         log.info(MSG_DISABLED)
         return EXIT_OK
+    if os.environ.get(NATIVE_DNF5_ENV) == "1":
+        log.debug(MSG_NATIVE)
+        return EXIT_OK
     complete_unfinished(root, config, announce=True)  # a transaction we never saw end comes first
     session.begin_observed(root, config)
     return EXIT_OK
@@ -136,6 +168,9 @@ def run_snapshot(root: Path, config: Config, opts: argparse.Namespace) -> int:
 def run_apply(root: Path, config: Config, opts: argparse.Namespace) -> int:
     if not config.enabled:
         log.info(MSG_DISABLED)
+        return EXIT_OK
+    if os.environ.get(NATIVE_DNF5_ENV) == "1":
+        log.debug(MSG_NATIVE)
         return EXIT_OK
     if journal.load(root) is None:
         raise RuntimeError(MSG_NO_SNAPSHOT)
@@ -186,5 +221,24 @@ def run_check(root: Path, config: Config, opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-RUNNERS = {"snapshot": run_snapshot, "apply": run_apply, "status": run_status, "check": run_check,
+def run_plan(root: Path, config: Config, opts: argparse.Namespace) -> int:
+    """The dry run of `dnf libvirt-units --dry-run`, resolved with libdnf5 (or dnf 4): the same
+    planning function, table and JSON."""
+    if opts.verb in ("install", "remove") and not opts.packages:
+        raise ValueError(f"'plan {opts.verb}' needs the packages to {opts.verb}")
+    request = resolve.Request(root, opts.verb, tuple(opts.packages), tuple(opts.repofrompath),
+                              tuple(opts.repo), opts.releasever, opts.cacheonly or os.geteuid() != 0)
+    changes = resolve.resolve(request)
+    plan = commands.dry_run(root, config, changes, host.is_live(root))
+    states = commands.enablement(root, [r.unit for r in plan.rows if r.package_before])
+    if opts.json:
+        tx = [{"package": c.nevra, "action": c.action} for c in changes]
+        print(render.dumps(render.plan_json(plan, "dry-run", str(root), states, tx)))
+    else:
+        print(f"libvirt-units plan for: {resolve.describe(opts.verb, opts.packages)} (nothing will be changed)")
+        print(render.plan_table(plan, states, opts.all))
+    return EXIT_OK
+
+
+RUNNERS = {"plan": run_plan, "snapshot": run_snapshot, "apply": run_apply, "status": run_status, "check": run_check,
            "resume": run_resume, "last": run_last}

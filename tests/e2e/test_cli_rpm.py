@@ -253,3 +253,24 @@ def test_live_rpm_upgrade_restarts_each_changed_service_once(classic_pool, bare_
             assert min(i for i, e in enumerate(events) if e.startswith("start ")) > last_posttrans, events
             assert (len(starts(events, "virtlogd")), reloads(events, "virtlogd")) == (0, 1), events
         assert "Traceback" not in result.stderr
+
+
+def test_wrapper_with_enforced_signatures(root, classic_pool, tmp_path):
+    """rpm 6's default on Fedora 43+ (%_pkgverify_level signature): unsigned packages fail with a
+    hint, and rpm's own --nosignature passes through and the transaction is handled."""
+    monolithic_host(root, classic_pool, units=False)
+    macros = root.home / ".rpmmacros"
+    macros.write_text(macros.read_text() + "%_pkgverify_level signature\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shim = bindir / "libvirt-units"
+    shim.write_text(f"#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {' '.join(CLI)} \"$@\"\n")
+    shim.chmod(0o755)
+    env = {**root.env, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    upgrade = packages(classic_pool, "9.1.0")
+    refused = run([str(WRAPPER), "-U", "--root", str(root.path), *upgrade], env=env, check=False)
+    assert refused.returncode != 0 and "libvirt-daemon-proxy" not in root.packages()
+    assert "pass --nosignature" in refused.stderr
+    run([str(WRAPPER), "-U", "--nosignature", "--root", str(root.path), *packages(classic_pool, "9.1.0")], env=env)
+    assert root.packages()["libvirt-daemon-proxy"] == "9.1.0"
+    assert states(root, *MONOLITHIC) == MONOLITHIC

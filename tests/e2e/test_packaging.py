@@ -163,3 +163,15 @@ def test_rpm_carries_man_pages_rendered_in_the_build(built, tmp_path):
             th = re.compile(rf'^\.TH "{re.escape(page)}" "?8"?( |$)', re.MULTILINE | re.IGNORECASE)
             assert th.search(roff), [line for line in roff.splitlines() if line.startswith(".TH")]
             assert "SYNOPSIS" in roff and "System Message" not in roff  # no docutils error inline
+
+
+def test_dnf5_plugin_subpackage(built):
+    """Issue 14: the native dnf5 plugin where libdnf5's Python loader looks, with its Requires."""
+    [plugin] = built.rpm.parent.glob(f"{NAME}-dnf5-plugin-{__version__}-*.noarch.rpm")
+    files = query(plugin, "-l")
+    assert any(f.endswith("/libdnf_plugins/libvirt_units.py") for f in files), files
+    assert "/etc/dnf/libdnf5-plugins/python_plugins_loader.d/libvirt_units.conf" in files
+    assert "/etc/profile.d/libvirt-units-dnf5.sh" in files
+    requires = " ".join(query(plugin, "--requires"))
+    for needed in ("python3-libdnf5", "python3-libdnf5-python-plugins-loader", f"{NAME} = {__version__}"):
+        assert needed in requires

@@ -44,7 +44,7 @@ def section(text: str, title: str) -> str:
 
 def test_every_subcommand_and_option_is_in_the_man_page():
     subs = subparsers(cli.build_parser())
-    assert list(subs) == ["snapshot", "apply", "status", "check", "resume", "last"]
+    assert list(subs) == ["snapshot", "apply", "status", "check", "resume", "last", "plan"]
     synopsis, commands, options = (section(MAN_CLI, t) for t in ("SYNOPSIS", "SUBCOMMANDS", "OPTIONS"))
     for name, sub in subs.items():
         line = next(x for x in synopsis.splitlines() if f"libvirt-units {name} " in x)
