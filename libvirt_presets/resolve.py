@@ -146,6 +146,9 @@ def _resolve_dnf4(request: Request) -> list[facts.PackageChange]:
             conf.optional_metadata_types = [*types, "filelists"]
         if request.releasever:
             conf.releasever = request.releasever
+        for name in [k for k, v in conf.substitutions.items() if v is None]:
+            # undetectable (no system-release package): libdnf's repo parser takes strings only
+            del conf.substitutions[name]
         conf.cacheonly = request.cacheonly
         if str(request.root) != "/":  # as dnf's --installroot: its cache and history are the root's
             for option in ("cachedir", "persistdir"):
