@@ -215,14 +215,8 @@ class Systemctl:
         result = self._live("show", "-p", ",".join(SHOW_PROPERTIES), units=units)
         return parse_show(result.stdout, units)
 
-    def try_restart(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        return self._live("try-restart", units=units)
-
     def try_reload_or_restart(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
         return self._live("try-reload-or-restart", units=units)
-
-    def start(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        return self._live("start", units=units)
 
     def restart(self, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """Restarts the running units and starts the stopped ones."""
