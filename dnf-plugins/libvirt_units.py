@@ -83,21 +83,21 @@ class LibvirtUnits(dnf.Plugin):
         # command); its restarts wait for a transaction (pre_transaction) or `resume`, so that
         # a `dnf makecache` from a timer never restarts libvirtd at a random hour.
         if self._journal_pending():
-            root = Path(self.base.conf.installroot or "/")
-            self._guarded(lambda: _session().resume(root, self._config, live_actions=False))
+            self._guarded(lambda: _session().resume(self._root(), self._config, live_actions=False))
 
     def pre_transaction(self) -> None:
         self._pending = None
         if self._may_act() and not self.base.conf.downloadonly:
             if self._journal_pending():  # a transaction now: the earlier one's restarts first
-                root = Path(self.base.conf.installroot or "/")
-                self._guarded(lambda: _session().resume(root, self._config))
+                self._guarded(lambda: _session().resume(self._root(), self._config))
             self._guarded(self._begin)
 
+    def _root(self) -> Path:
+        return Path(self.base.conf.installroot or "/")
+
     def _journal_pending(self) -> bool:
-        root = Path(self.base.conf.installroot or "/")
         return (self._may_act() and os.geteuid() == 0
-                and os.path.lexists(state.state_dir(root) / state.PENDING))
+                and os.path.lexists(state.state_dir(self._root()) / state.PENDING))
 
     def _may_act(self) -> bool:
         """Not when disabled, not in a test transaction, never under our own read-only command."""
@@ -129,9 +129,8 @@ class LibvirtUnits(dnf.Plugin):
             logger.debug("libvirt-units traceback", exc_info=True)
 
     def _begin(self) -> None:
-        root = Path(self.base.conf.installroot or "/")
-        session = _session()
-        self._pending = session.begin(root, self._config, self._changes(root), host.is_live(root))
+        root = self._root()
+        self._pending = _session().begin(root, self._config, self._changes(root), host.is_live(root))
         atexit.register(self._after_dnf)
 
     def _finish(self) -> None:
