@@ -16,7 +16,7 @@ from pathlib import Path
 
 import libdnf5  # the loader looks `libdnf5` up in this module: keep the plain import
 
-from libvirt_presets import facts, host, rpmdb, state
+from libvirt_presets import facts, host, resolve, rpmdb, state
 from libvirt_presets.config import CONFIG_PATH, Config, config_paths, load_config
 from libvirt_presets.journal import JournalError
 
@@ -29,16 +29,6 @@ MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
 # dnf5 runs the actions' commands as its children, which inherit this variable (cli.py).
 NATIVE_ENV = "LIBVIRT_UNITS_DNF5_PLUGIN"
 CONFIG_ENV = "LIBVIRT_UNITS_CONFIG"  # another main configuration file (tests, unusual set-ups)
-
-_A = libdnf5.transaction
-ACTIONS = {
-    _A.TransactionItemAction_INSTALL: facts.INSTALL,
-    _A.TransactionItemAction_UPGRADE: facts.UPGRADE,
-    _A.TransactionItemAction_DOWNGRADE: facts.DOWNGRADE,
-    _A.TransactionItemAction_REINSTALL: facts.REINSTALL,
-}
-OUTGOING = (_A.TransactionItemAction_REMOVE, _A.TransactionItemAction_REPLACED)
-
 
 def _session():  # noqa: ANN202 - the libvirt_presets.session module, loaded when needed
     from libvirt_presets import session
@@ -57,39 +47,23 @@ def _log_to_stderr() -> None:
         logger.propagate = False
 
 
-def change_action(item) -> str | None:  # noqa: ANN001 - libdnf5.base.TransactionPackage
-    """The facts' word for a transaction item; None for items that change no package."""
-    action = item.get_action()
-    if action in OUTGOING:
-        return facts.ERASE
-    # A new name that obsoletes an installed one is an install, as dnf 4 reports it; the
-    # replaced package is its own REPLACED item.
-    return ACTIONS.get(action)
-
-
-def transaction_changes(transaction, root: Path, from_headers: bool) -> list[facts.PackageChange]:  # noqa: ANN001
-    """Package changes of a libdnf5 transaction. Incoming file lists come from the downloaded
-    rpm headers (from_headers) or from repository metadata (a dry run); outgoing ones from the
-    rpmdb through the @System repo."""
-    changes = []
+def transaction_changes(transaction, root: Path) -> list[facts.PackageChange]:  # noqa: ANN001
+    """Package changes of a libdnf5 transaction about to run (resolve.libdnf5_changes): incoming
+    file lists from the downloaded rpm headers (repositories may carry no filelists); outgoing
+    ones are not needed once rpm has run."""
     headers = rpmdb.HeaderReader(root)
-    for item in transaction.get_transaction_packages():
-        action = change_action(item)
-        if action is None:
-            continue
-        pkg = item.get_package()
-        files: frozenset[str] = frozenset()
-        if action != facts.ERASE and from_headers:
-            path = pkg.get_package_path()
-            try:
-                files = headers.files(path)
-            except (OSError, Exception) as exc:  # noqa: BLE001 - rpm.error has no common base here
-                logger.warning(MSG_NO_HEADER, os.path.basename(path), exc)
-                files = frozenset(pkg.get_files())
-        elif not from_headers:
-            files = frozenset(pkg.get_files())
-        changes.append(facts.PackageChange(pkg.get_name(), pkg.get_nevra(), action, files))
-    return changes
+
+    def files_of(pkg, inbound: bool) -> frozenset[str]:  # noqa: ANN001
+        if not inbound:
+            return frozenset()
+        path = pkg.get_package_path()
+        try:
+            return headers.files(path)
+        except Exception as exc:  # noqa: BLE001 - rpm.error has no common base here
+            logger.warning(MSG_NO_HEADER, os.path.basename(path), exc)
+            return frozenset(pkg.get_files())
+
+    return resolve.libdnf5_changes(transaction, files_of)
 
 
 class Plugin(libdnf5.plugin.IPlugin2_1):
@@ -167,7 +141,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         root = self._root()
         if self._journal_pending():  # a transaction now: the earlier one's restarts first
             self._guarded(lambda: _session().resume(root, self._config))
-        changes = transaction_changes(transaction, root, from_headers=True)
+        changes = transaction_changes(transaction, root)
         self._pending = _session().begin(root, self._config, changes, host.is_live(root))
         if not self._exit_registered:
             atexit.register(self._after_dnf)

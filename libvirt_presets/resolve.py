@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from . import facts
 
@@ -103,8 +103,15 @@ def _url(path: str) -> str:
     return path if "://" in path else Path(path).resolve().as_uri()
 
 
-def libdnf5_changes(transaction) -> list[facts.PackageChange]:  # noqa: ANN001
-    """Package changes of a resolved libdnf5 transaction, file lists from metadata and the rpmdb."""
+def metadata_files(pkg, inbound: bool) -> frozenset[str]:  # noqa: ANN001, ARG001
+    """A package's file list from repository metadata (incoming) or the rpmdb (@System)."""
+    return frozenset(pkg.get_files())
+
+
+def libdnf5_changes(transaction, files_of: Callable[[Any, bool], frozenset[str]] = metadata_files,  # noqa: ANN001
+                    ) -> list[facts.PackageChange]:
+    """Package changes of a libdnf5 transaction, for the dry run and for the dnf5 plugin alike;
+    `files_of(package, inbound)` gives each one's file list (the plugin reads rpm headers)."""
     import libdnf5
 
     actions = libdnf5.transaction
@@ -124,7 +131,8 @@ def libdnf5_changes(transaction) -> list[facts.PackageChange]:  # noqa: ANN001
         if word is None:
             continue
         pkg = item.get_package()
-        changes.append(facts.PackageChange(pkg.get_name(), pkg.get_nevra(), word, frozenset(pkg.get_files())))
+        files = files_of(pkg, word != facts.ERASE)
+        changes.append(facts.PackageChange(pkg.get_name(), pkg.get_nevra(), word, files))
     return changes
 
 
