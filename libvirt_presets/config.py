@@ -12,21 +12,19 @@ after the file.
 from __future__ import annotations
 
 import fnmatch
-import os
-import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
+from . import gate
 from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
 
-CONFIG_PATH = Path("/etc/dnf/plugins/libvirt-units.conf")
-DROPIN_DIR = "libvirt-units.d"
+CONFIG_PATH = Path(gate.CONFIG_FILE)
 
 
 def config_paths(main: Path = CONFIG_PATH) -> list[Path]:
     """The configuration: the main file, then the drop-ins beside it in name order."""
-    return [main, *sorted((main.parent / DROPIN_DIR).glob("*.conf"))]
+    return [Path(p) for p in gate.config_files(str(main))]
 
 RESTART = "restart"
 RELOAD = "reload"
@@ -39,10 +37,7 @@ DEFAULT_POLICIES = {
     "libvirt-guests.service": NEVER,
 }
 
-DEFAULT_TRIGGERS = {
-    "libvirt-daemon-config-network": ("libvirtd.service", "virtnetworkd.service"),
-    "libvirt-daemon-config-nwfilter": ("libvirtd.service", "virtnwfilterd.service"),
-}
+DEFAULT_TRIGGERS = gate.DEFAULT_TRIGGERS
 
 
 def is_file_trigger(key: str) -> bool:
@@ -54,8 +49,6 @@ _BOOLS = {"1": True, "yes": True, "true": True, "on": True,
           "0": False, "no": False, "false": False, "off": False}
 _MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts", "guard")
 _SECTIONS = ("main", "policy", "triggers")
-# A configuration file is a few KiB; anything this big is not one (a device, a stray dump).
-CONFIG_SIZE_MAX = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -199,31 +192,12 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
     )
 
 
-def _read_config(path: Path) -> str | None:
-    """The text of one file (undecodable bytes kept as surrogates), None if it is absent.
-
-    Opened non-blocking and checked to be a regular file: a FIFO or device put there by
-    mistake must neither hang dnf nor fill its memory.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("not a regular file")
-        data = handle.read(CONFIG_SIZE_MAX + 1)
-    if len(data) > CONFIG_SIZE_MAX:
-        raise OSError(f"larger than {CONFIG_SIZE_MAX // 1024} KiB")
-    return data.decode("utf-8", "surrogateescape")
-
-
 def load_config(paths: Iterable[Path]) -> Config:
     """Read the main file then its drop-ins, later files overriding earlier ones."""
     cfg = Config()
     for path in paths:
         try:
-            text = _read_config(path)
+            text = gate.read_text(str(path))
         except OSError as exc:
             why = exc.strerror or str(exc)
             cfg = replace(cfg, problems=cfg.problems + (_printable(f"{path}: unreadable ({why}); ignored"),))

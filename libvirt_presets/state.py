@@ -14,9 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-STATE_DIR = "var/lib/dnf/libvirt-units"
+from .gate import PENDING, STATE_DIR
+
+__all__ = ["FORMAT_VERSION", "LAST_TRANSACTION", "PENDING", "STATE_DIR", "read_json", "state_dir", "write_json"]
+
 LAST_TRANSACTION = "last-transaction.json"
-PENDING = "pending.json"  # the journal of an unfinished transaction (journal.py)
 FORMAT_VERSION = 1
 
 
