@@ -1,12 +1,16 @@
-"""dnf 4 plugin: per-unit systemd presets and batched restarts (see libvirt_presets)."""
+"""dnf 4 plugin: per-unit systemd presets and batched restarts (see libvirt_presets).
+
+Loaded by every dnf command, so it imports only what dnf has loaded already and
+libvirt_presets.gate: the core (pathlib and typing with it) is imported when a transaction
+concerns us, a journal is pending, or our own command runs.
+"""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING
+import sys
 
 import dnf
 import dnf.cli
@@ -15,11 +19,14 @@ import dnf.transaction
 import libdnf.transaction
 import rpm
 
-from libvirt_presets import facts, host, rpmdb, state
-from libvirt_presets.config import CONFIG_PATH, Config, config_paths, load_config
-from libvirt_presets.journal import JournalError
+from libvirt_presets import gate
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from libvirt_presets import facts
+    from libvirt_presets.config import Config
     from libvirt_presets.session import Pending
 
 logger = logging.getLogger("dnf.plugin.libvirt-units")
@@ -32,31 +39,37 @@ MSG_USAGE = "libvirt-units: say --dry-run [upgrade|install|remove PKG...], statu
 MSG_DRY_RUN_WITH = "libvirt-units: --dry-run plans a transaction (upgrade, install, remove), not '{}'"
 MSG_NO_PACKAGES = "libvirt-units: '{}' takes no package"
 MSG_WANTS_PACKAGES = "libvirt-units: '--dry-run {}' needs the packages to {}"
+MSG_NOT_CONCERNED = "libvirt-units: no package of the transaction ships a systemd file or matches a trigger"
+MSG_CONCERNED = "libvirt-units: the transaction concerns managed units: %s"
 TRANSACTIONS = ("upgrade", "install", "remove")
 READ_ONLY = ("status", "check", "last")
 MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
 MSG_FILE_LISTS = "libvirt-units: file lists of incoming packages: %d from rpm's transaction set, %d from headers"
 
-ACTIONS = {
-    dnf.transaction.PKG_INSTALL: facts.INSTALL,
-    dnf.transaction.PKG_UPGRADE: facts.UPGRADE,
-    dnf.transaction.PKG_DOWNGRADE: facts.DOWNGRADE,
-    dnf.transaction.PKG_REINSTALL: facts.REINSTALL,
-    dnf.transaction.PKG_OBSOLETE: facts.OBSOLETE,
-}
+# dnf's actions for the incoming half of a transaction; every other action is outgoing
+INBOUND = (dnf.transaction.PKG_INSTALL, dnf.transaction.PKG_UPGRADE, dnf.transaction.PKG_DOWNGRADE,
+           dnf.transaction.PKG_REINSTALL, dnf.transaction.PKG_OBSOLETE)
 
 
 def _session():  # noqa: ANN202 - the libvirt_presets.session module
-    """The core's transaction code, loaded when a transaction (or a journal) needs it: most dnf
-    runs (makecache timers, queries) only read the configuration."""
+    """The core's transaction code, loaded when a transaction (or a journal) needs it."""
     from libvirt_presets import session
 
     return session
 
 
-def config_files(conf) -> list[Path]:  # noqa: ANN001 - dnf.conf.Conf
+def config_files(conf) -> list[str]:  # noqa: ANN001 - dnf.conf.Conf
     """The main file from each directory of dnf's pluginconfpath, then its drop-ins."""
-    return [p for directory in conf.pluginconfpath for p in config_paths(Path(directory, CONFIG_PATH.name))]
+    name = os.path.basename(gate.CONFIG_FILE)
+    return [p for directory in conf.pluginconfpath for p in gate.config_files(os.path.join(directory, name))]
+
+
+def load_config(conf) -> Config:  # noqa: ANN001 - dnf.conf.Conf
+    from pathlib import Path
+
+    from libvirt_presets.config import load_config
+
+    return load_config(Path(p) for p in config_files(conf))
 
 
 class LibvirtUnits(dnf.Plugin):
@@ -69,40 +82,84 @@ class LibvirtUnits(dnf.Plugin):
 
     def __init__(self, base, cli):  # noqa: ANN001
         super().__init__(base, cli)
-        self._config = Config()
+        self._config: Config | None = None  # read when a transaction or a journal needs it
         self._pending: Pending | None = None
         if cli is not None:
             cli.register_command(LibvirtUnitsCommand)
 
     def config(self) -> None:
-        self._config = load_config(config_files(self.base.conf))
-        for problem in self._config.problems:
-            logger.warning(MSG_CONFIG, problem)
         # An earlier dnf killed between rpm and our step left a journal: its on-disk part is
         # completed now, on any command that may act (root, not a test run, not our own
         # command); its restarts wait for a transaction (pre_transaction) or `resume`, so that
         # a `dnf makecache` from a timer never restarts libvirtd at a random hour.
-        if self._journal_pending():
-            self._guarded(lambda: _session().resume(self._root(), self._config, live_actions=False))
+        if self._journal_pending() and self._enabled():
+            self._guarded(lambda: _session().resume(self._root(), self._read_config(), live_actions=False))
 
     def pre_transaction(self) -> None:
         self._pending = None
         if self._may_act() and not self.base.conf.downloadonly:
-            if self._journal_pending():  # a transaction now: the earlier one's restarts first
-                self._guarded(lambda: _session().resume(self._root(), self._config))
-            self._guarded(self._begin)
+            self._guarded(self._pre_transaction)
+
+    def _pre_transaction(self) -> None:
+        pending = self._journal_pending()
+        known = rpm_ts_file_lists(self.base)
+        if not pending:
+            reason = self._concerns(known)
+            if reason is None:
+                logger.debug(MSG_NOT_CONCERNED)
+                return
+            logger.debug(MSG_CONCERNED, reason)
+        if not self._enabled():
+            return
+        if pending:  # a transaction now: the earlier one's restarts first
+            self._guarded(lambda: _session().resume(self._root(), self._read_config()))
+        self._begin(known)
+
+    def _concerns(self, known: dict[str, frozenset[str]] | None) -> str | None:
+        """Why this transaction concerns us (gate.concerns), from the file lists dnf holds:
+        rpm's for the incoming packages, the rpmdb's for the outgoing ones."""
+        if known is None:
+            return "rpm's transaction set holds no file lists"
+        try:
+            triggers = gate.trigger_patterns(config_files(self.base.conf))
+        except gate.Unreadable as exc:
+            return str(exc)
+        inbound = [(tsi.pkg.name, known.get(str(tsi.pkg), ())) for tsi in self.base.transaction
+                   if tsi.action in INBOUND]
+        if len(inbound) != len(known):
+            return "rpm's transaction set and dnf's differ"
+        outbound = ((tsi.pkg.name, tsi.pkg.files) for tsi in self.base.transaction if tsi.action not in INBOUND)
+        return gate.concerns([*inbound, *outbound], triggers)
 
     def _root(self) -> Path:
+        from pathlib import Path
+
         return Path(self.base.conf.installroot or "/")
+
+    def _read_config(self) -> Config:
+        """Our configuration, read once; each bad line said once, as a warning."""
+        if self._config is None:
+            self._config = load_config(self.base.conf)
+            for problem in self._config.problems:
+                logger.warning(MSG_CONFIG, problem)
+        return self._config
+
+    def _enabled(self) -> bool:
+        try:
+            return self._read_config().enabled
+        except Exception as exc:  # noqa: BLE001 - a hook must never fail the transaction
+            logger.warning(MSG_FAILED, exc)
+            return False
 
     def _journal_pending(self) -> bool:
         return (self._may_act() and os.geteuid() == 0
-                and os.path.lexists(state.state_dir(self._root()) / state.PENDING))
+                and gate.journal_pending(self.base.conf.installroot or "/"))
 
     def _may_act(self) -> bool:
-        """Not when disabled, not in a test transaction, never under our own read-only command."""
+        """Not in a test transaction, never under our own read-only command (and the
+        configuration's `enabled` is asked only when there is something to do)."""
         ours = isinstance(getattr(self.cli, "command", None), LibvirtUnitsCommand)
-        return self._config.enabled and "test" not in self.base.conf.tsflags and not ours
+        return "test" not in self.base.conf.tsflags and not ours
 
     def transaction(self) -> None:
         if self._pending is not None:
@@ -116,21 +173,25 @@ class LibvirtUnits(dnf.Plugin):
         never reached rpm, guards included."""
         if self._pending is not None:
             root, self._pending = self._pending.root, None
-            self._guarded(lambda: _session().resume(root, self._config))
+            self._guarded(lambda: _session().resume(root, self._read_config()))
 
     def _guarded(self, step) -> None:  # noqa: ANN001
         # Hooks run inside the user's transaction: our failure must never become theirs.
         try:
             step()
-        except JournalError:
-            pass  # an unusable journal was moved aside, and that was said in one line
         except Exception as exc:  # noqa: BLE001
+            journal = sys.modules.get("libvirt_presets.journal")
+            if journal is not None and isinstance(exc, journal.JournalError):
+                return  # an unusable journal was moved aside, and that was said in one line
             logger.warning(MSG_FAILED, exc)
             logger.debug("libvirt-units traceback", exc_info=True)
 
-    def _begin(self) -> None:
+    def _begin(self, known: dict[str, frozenset[str]] | None) -> None:
+        from libvirt_presets import host
+
         root = self._root()
-        self._pending = _session().begin(root, self._config, self._changes(root), host.is_live(root))
+        changes = transaction_changes(self.base.transaction, root, from_headers=True, known=known)
+        self._pending = _session().begin(root, self._read_config(), changes, host.is_live(root))
         atexit.register(self._after_dnf)
 
     def _finish(self) -> None:
@@ -147,20 +208,16 @@ class LibvirtUnits(dnf.Plugin):
         except Exception:  # noqa: BLE001 - a nicety: never fail the transaction for it
             return None
 
-    def _changes(self, root: Path) -> list[facts.PackageChange]:
-        return transaction_changes(self.base.transaction, root, from_headers=True,
-                                   known=rpm_ts_file_lists(self.base))
 
-
-def rpm_ts_file_lists(base) -> dict[str, frozenset[str]]:  # noqa: ANN001 - dnf.Base
+def rpm_ts_file_lists(base) -> dict[str, frozenset[str]] | None:  # noqa: ANN001 - dnf.Base
     """File lists of the incoming packages, from the rpm transaction set dnf has just filled
-    (its elements' keys are dnf's transaction items): no header is read twice. Empty if this
+    (its elements' keys are dnf's transaction items): no header is read twice. None if this
     dnf keeps its set elsewhere; the downloaded headers are read instead."""
     lists: dict[str, frozenset[str]] = {}
     try:
         elements = iter(base._priv_ts.ts)  # dnf 4's TransactionWrapper around rpm.TransactionSet
     except (AttributeError, TypeError):
-        return lists
+        return None
     for element in elements:
         pkg = getattr(element.Key(), "pkg", None)
         if element.Type() != rpm.TR_ADDED or pkg is None:
@@ -175,6 +232,15 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     """Package changes of a dnf transaction. Incoming file lists come from rpm (`known`, by
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
     dry run, which has neither, takes them from metadata."""
+    from libvirt_presets import facts, rpmdb
+
+    actions = {
+        dnf.transaction.PKG_INSTALL: facts.INSTALL,
+        dnf.transaction.PKG_UPGRADE: facts.UPGRADE,
+        dnf.transaction.PKG_DOWNGRADE: facts.DOWNGRADE,
+        dnf.transaction.PKG_REINSTALL: facts.REINSTALL,
+        dnf.transaction.PKG_OBSOLETE: facts.OBSOLETE,
+    }
     changes = []
     known = known or {}
     headers = rpmdb.HeaderReader(root)
@@ -182,7 +248,7 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     for tsi in transaction:
         pkg = tsi.pkg
         nevra = str(pkg)
-        action = ACTIONS.get(tsi.action)
+        action = actions.get(tsi.action)
         files: frozenset[str] = frozenset()
         if not from_headers:
             files = frozenset(pkg.files)
@@ -254,12 +320,18 @@ class LibvirtUnitsCommand(dnf.cli.Command):
 
     def run(self) -> None:
         # loaded for this command only: the hooks of every other dnf run do without them
-        from libvirt_presets import commands, render, session
+        from pathlib import Path
+
+        from libvirt_presets import commands, host, render, session, state
+        from libvirt_presets.journal import JournalError
 
         opts = self.opts
         root = Path(self.base.conf.installroot or "/")
-        config = load_config(config_files(self.base.conf))
+        config = load_config(self.base.conf)
         sub = opts.subcommand
+        if sub != "check":  # check lists them itself
+            for problem in config.problems:
+                logger.warning(MSG_CONFIG, problem)
         if opts.dry_run or sub in TRANSACTIONS:
             self._dry_run(root, config, sub or "upgrade", opts.packages)
         elif sub == "status":
@@ -287,7 +359,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             raise dnf.cli.CliError(MSG_USAGE)
 
     def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
-        from libvirt_presets import commands, render
+        from libvirt_presets import commands, host, render
 
         base = self.base
         try:

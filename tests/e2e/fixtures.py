@@ -239,7 +239,11 @@ def catalog(version: str) -> tuple[FixturePackage, ...]:
     meta_requires = tuple(
         f"{p.name} >= {v}" if p.name == session.name else f"{p.name} = {v}" for p in packages
     )
-    return (FixturePackage("libvirt", v, requires=meta_requires), *packages)
+    # No unit, no trigger: a transaction of it alone does not concern the plugin (gate.py).
+    docs = FixturePackage(
+        "libvirt-docs", v, files=(("/usr/share/doc/libvirt-docs/README", f"libvirt {v}\n", 0o644),)
+    )
+    return (FixturePackage("libvirt", v, requires=meta_requires), *packages, docs)
 
 
 def infrastructure() -> tuple[FixturePackage, ...]:

@@ -5,7 +5,9 @@ its parser rejects stops every dnf command ("Parsing file failed"). libvirt-unit
 drop-ins are therefore read by our own parser only (the plugin's ``config_name`` points dnf at a
 file we do not ship). Each malformed variant below, in the main file or in a drop-in, goes
 through the real dnf: the command succeeds, and the variant is reported as one warning naming
-the file and the line.
+the file and the line wherever the configuration is read: a transaction that concerns managed
+units, and the plugin's own command. A dnf command that concerns no unit (`repolist`) does not
+read it at all (issue 16: the plugin's core is not even imported then).
 """
 
 from __future__ import annotations
@@ -96,9 +98,12 @@ def test_a_malformed_main_file_is_one_warning_and_dnf_works(installed, tmp_path,
     result = dnf_with(root, repo, directory, "repolist")
     assert result.returncode == 0, result.output
     assert "Parsing file failed" not in result.output
+    assert "libvirt-units" not in result.output, result.output  # not read: nothing to do
+    status = dnf_with(root, repo, directory, "libvirt-units", "status")
+    assert status.returncode == 0, status.output
     _, line = MAIN_VARIANTS[name]
-    assert f"libvirt-units: {directory / PLUGIN_CONF_NAME}:{line}:" in result.output, result.output
-    assert "Traceback" not in result.output
+    assert f"libvirt-units: {directory / PLUGIN_CONF_NAME}:{line}:" in status.output, status.output
+    assert "Traceback" not in result.output + status.output
 
 
 @pytest.mark.parametrize("name", DROPIN_VARIANTS)
@@ -106,7 +111,7 @@ def test_a_malformed_drop_in_is_one_warning_and_dnf_works(installed, tmp_path, n
     root, repo = installed
     extra, line = MAIN_VARIANTS[name]
     directory = conf_dir(tmp_path, None, BASE + extra)
-    result = dnf_with(root, repo, directory, "repolist")
+    result = dnf_with(root, repo, directory, "libvirt-units", "status")
     assert result.returncode == 0, result.output
     assert f"libvirt-units: {directory / 'libvirt-units.d' / '50-admin.conf'}:{line}:" in result.output
 
