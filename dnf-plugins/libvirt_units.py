@@ -232,7 +232,7 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     """Package changes of a dnf transaction. Incoming file lists come from rpm (`known`, by
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
     dry run, which has neither, takes them from metadata."""
-    from libvirt_presets import facts, rpmdb
+    from libvirt_presets import facts
 
     actions = {
         dnf.transaction.PKG_INSTALL: facts.INSTALL,
@@ -243,7 +243,7 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     }
     changes = []
     known = known or {}
-    headers = rpmdb.HeaderReader(root)
+    headers = gate.HeaderReader(str(root))
     taken = 0
     for tsi in transaction:
         pkg = tsi.pkg

@@ -12,23 +12,31 @@ import atexit
 import logging
 import os
 import sys
-from pathlib import Path
 
 import libdnf5  # the loader looks `libdnf5` up in this module: keep the plain import
 
-from libvirt_presets import facts, host, resolve, rpmdb, state
-from libvirt_presets.config import CONFIG_PATH, Config, config_paths, load_config
-from libvirt_presets.journal import JournalError
+from libvirt_presets import gate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from libvirt_presets import facts
+    from libvirt_presets.config import Config
+    from libvirt_presets.session import Pending
 
 logger = logging.getLogger("dnf.plugin.libvirt-units")
 
 MSG_FAILED = "libvirt-units: %s; the transaction goes on without per-unit handling"
 MSG_CONFIG = "libvirt-units: %s"
 MSG_NO_HEADER = "libvirt-units: cannot read the header of %s: %s"
+MSG_NOT_CONCERNED = "libvirt-units: no package of the transaction ships a systemd file or matches a trigger"
+MSG_CONCERNED = "libvirt-units: the transaction concerns managed units: %s"
 # The actions file's `libvirt-units snapshot/apply` step aside while this plugin is loaded:
 # dnf5 runs the actions' commands as its children, which inherit this variable (cli.py).
 NATIVE_ENV = "LIBVIRT_UNITS_DNF5_PLUGIN"
 CONFIG_ENV = "LIBVIRT_UNITS_CONFIG"  # another main configuration file (tests, unusual set-ups)
+
 
 def _session():  # noqa: ANN202 - the libvirt_presets.session module, loaded when needed
     from libvirt_presets import session
@@ -47,21 +55,45 @@ def _log_to_stderr() -> None:
         logger.propagate = False
 
 
-def transaction_changes(transaction, root: Path) -> list[facts.PackageChange]:  # noqa: ANN001
-    """Package changes of a libdnf5 transaction about to run (resolve.libdnf5_changes): incoming
-    file lists from the downloaded rpm headers (repositories may carry no filelists); outgoing
-    ones are not needed once rpm has run."""
-    headers = rpmdb.HeaderReader(root)
-
-    def files_of(pkg, inbound: bool) -> frozenset[str]:  # noqa: ANN001
-        if not inbound:
-            return frozenset()
+def incoming_files(transaction, root: str) -> dict[str, frozenset[str]]:  # noqa: ANN001
+    """File lists of the incoming packages, by NEVRA, from the downloaded rpm headers
+    (repositories may carry no filelists)."""
+    headers = gate.HeaderReader(root)
+    actions = libdnf5.transaction
+    inbound = (actions.TransactionItemAction_INSTALL, actions.TransactionItemAction_UPGRADE,
+               actions.TransactionItemAction_DOWNGRADE, actions.TransactionItemAction_REINSTALL)
+    lists: dict[str, frozenset[str]] = {}
+    for item in transaction.get_transaction_packages():
+        if item.get_action() not in inbound:
+            continue
+        pkg = item.get_package()
         path = pkg.get_package_path()
         try:
-            return headers.files(path)
+            lists[pkg.get_nevra()] = headers.files(path)
         except Exception as exc:  # noqa: BLE001 - rpm.error has no common base here
             logger.warning(MSG_NO_HEADER, os.path.basename(path), exc)
-            return frozenset(pkg.get_files())
+            lists[pkg.get_nevra()] = frozenset(pkg.get_files())
+    return lists
+
+
+def concerns(transaction, incoming: dict[str, frozenset[str]], triggers: set[str]) -> str | None:  # noqa: ANN001
+    """gate.concerns over a libdnf5 transaction: incoming files from the headers, outgoing
+    ones from the rpmdb (libdnf5's system repository)."""
+    packages = []
+    for item in transaction.get_transaction_packages():
+        pkg = item.get_package()
+        files = incoming.get(pkg.get_nevra())
+        packages.append((pkg.get_name(), files if files is not None else pkg.get_files()))
+    return gate.concerns(packages, triggers)
+
+
+def transaction_changes(transaction, incoming: dict[str, frozenset[str]]) -> list[facts.PackageChange]:  # noqa: ANN001
+    """Package changes of a libdnf5 transaction about to run (resolve.libdnf5_changes); outgoing
+    file lists are not needed once rpm has run."""
+    from libvirt_presets import resolve
+
+    def files_of(pkg, inbound: bool) -> frozenset[str]:  # noqa: ANN001
+        return incoming.get(pkg.get_nevra(), frozenset()) if inbound else frozenset()
 
     return resolve.libdnf5_changes(transaction, files_of)
 
@@ -69,8 +101,8 @@ def transaction_changes(transaction, root: Path) -> list[facts.PackageChange]:  
 class Plugin(libdnf5.plugin.IPlugin2_1):
     def __init__(self, data) -> None:  # noqa: ANN001
         super().__init__(data)
-        self._config = Config()
-        self._pending = None
+        self._config: Config | None = None  # read when a transaction or a journal needs it
+        self._pending: Pending | None = None
         self._exit_registered = False
         os.environ[NATIVE_ENV] = "1"
 
@@ -113,36 +145,70 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
     # -- the work -----------------------------------------------------------------------------
 
     def _root(self) -> Path:
-        return Path(self.get_base().get_config().get_installroot_option().get_value() or "/")
+        from pathlib import Path
+
+        return Path(self._root_str())
+
+    def _root_str(self) -> str:
+        return str(self.get_base().get_config().get_installroot_option().get_value() or "/")
+
+    def _config_files(self) -> list[str]:
+        return gate.config_files(os.environ.get(CONFIG_ENV) or gate.CONFIG_FILE)
+
+    def _read_config(self) -> Config:
+        """Our configuration, read once; each bad line said once, as a warning."""
+        if self._config is None:
+            from pathlib import Path
+
+            from libvirt_presets.config import load_config
+
+            self._config = load_config(Path(p) for p in self._config_files())
+            for problem in self._config.problems:
+                logger.warning(MSG_CONFIG, problem)
+        return self._config
 
     def _configure(self) -> None:
         _log_to_stderr()
-        main = Path(os.environ.get(CONFIG_ENV) or CONFIG_PATH)
-        self._config = load_config(config_paths(main))
-        for problem in self._config.problems:
-            logger.warning(MSG_CONFIG, problem)
         # A dnf5 killed between rpm and our step left a journal: its on-disk part now, its
         # restarts with the next transaction (or `libvirt-units resume`), as with dnf 4.
-        if self._journal_pending():
-            self._guarded(lambda: _session().resume(self._root(), self._config, live_actions=False))
+        if self._journal_pending() and self._read_config().enabled:
+            self._guarded(lambda: _session().resume(self._root(), self._read_config(), live_actions=False))
 
     def _may_act(self) -> bool:
+        """Root, not a test transaction, not a download (the configuration's `enabled` is asked
+        only when there is something to do)."""
         conf = self.get_base().get_config()
-        return (self._config.enabled and os.geteuid() == 0
+        return (os.geteuid() == 0
                 and "test" not in conf.get_tsflags_option().get_value()
                 and not conf.get_downloadonly_option().get_value())
 
     def _journal_pending(self) -> bool:
-        return self._may_act() and os.path.lexists(state.state_dir(self._root()) / state.PENDING)
+        return self._may_act() and gate.journal_pending(self._root_str())
 
     def _pre_transaction(self, transaction) -> None:  # noqa: ANN001
         if not self._may_act():
             return
+        pending = self._journal_pending()
+        incoming = incoming_files(transaction, self._root_str())
+        if not pending:
+            try:
+                reason = concerns(transaction, incoming, gate.trigger_patterns(self._config_files()))
+            except gate.Unreadable as exc:
+                reason = str(exc)
+            if reason is None:
+                logger.debug(MSG_NOT_CONCERNED)
+                return
+            logger.debug(MSG_CONCERNED, reason)
+        config = self._read_config()
+        if not config.enabled:
+            return
         root = self._root()
-        if self._journal_pending():  # a transaction now: the earlier one's restarts first
-            self._guarded(lambda: _session().resume(root, self._config))
-        changes = transaction_changes(transaction, root)
-        self._pending = _session().begin(root, self._config, changes, host.is_live(root))
+        if pending:  # a transaction now: the earlier one's restarts first
+            self._guarded(lambda: _session().resume(root, config))
+        from libvirt_presets import host
+
+        changes = transaction_changes(transaction, incoming)
+        self._pending = _session().begin(root, config, changes, host.is_live(root))
         if not self._exit_registered:
             atexit.register(self._after_dnf)
             self._exit_registered = True
@@ -150,7 +216,10 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
     def _finish(self) -> None:
         """What rpm really did comes from the rpmdb: dnf5 says `Started` for every item, failed
         or not. An incoming NEVRA is done when installed, an outgoing one when gone."""
+        from libvirt_presets import rpmdb
+
         pending = self._pending
+        assert pending is not None
         installed = rpmdb.installed_nevras(pending.root)
         done = {c.nevra for c in pending.facts.changes if (c.nevra in installed) == c.inbound}
         _session().finish(pending, done)
@@ -161,15 +230,16 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         outlives this dnf5. resume() drops a journal whose transaction never reached rpm."""
         if self._pending is not None:
             root, self._pending = self._pending.root, None
-            self._guarded(lambda: _session().resume(root, self._config))
+            self._guarded(lambda: _session().resume(root, self._read_config()))
 
     def _guarded(self, step) -> None:  # noqa: ANN001
         # An exception escaping a hook aborts dnf5 (rc 134): our failure must never become the user's.
         try:
             step()
-        except JournalError:
-            pass  # an unusable journal was moved aside, and that was said in one line
         except Exception as exc:  # noqa: BLE001
+            journal = sys.modules.get("libvirt_presets.journal")
+            if journal is not None and isinstance(exc, journal.JournalError):
+                return  # an unusable journal was moved aside, and that was said in one line
             logger.warning(MSG_FAILED, exc)
             logger.debug("libvirt-units traceback", exc_info=True)
         except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt too: never abort dnf5

@@ -101,6 +101,35 @@ def trigger_patterns(paths: Iterable[str]) -> set[str]:
     return patterns
 
 
+def transaction_set(root: str):  # noqa: ANN201 - rpm has no type stubs
+    """An rpm transaction set on `root` for reading headers and the rpmdb (rpm imported here,
+    when first needed: dnf 4 has it loaded, dnf5's Python loader does not)."""
+    import rpm
+
+    ts = rpm.TransactionSet(root)
+    # headers of downloaded packages were verified by dnf already; we only read file lists
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    return ts
+
+
+class HeaderReader:
+    """File lists from package files' headers, through one rpm transaction set for all of them
+    (a set per package cost ~20 ms per 500 packages)."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self._ts = None
+
+    def files(self, package_file: str) -> frozenset[str]:
+        import rpm
+
+        if self._ts is None:
+            self._ts = transaction_set(self._root)
+        with open(package_file, "rb") as fd:
+            hdr = self._ts.hdrFromFdno(fd.fileno())
+        return frozenset(hdr[rpm.RPMTAG_FILENAMES])  # names only: no per-file info objects
+
+
 def concerns(packages: Iterable[tuple[str, Iterable[str]]], triggers: set[str]) -> str | None:
     """Why the transaction concerns us (a short reason), or None when it provably does not.
     `packages`: (name, files) of every package coming in or going out."""

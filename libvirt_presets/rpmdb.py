@@ -1,7 +1,8 @@
-"""Facts from rpm: who owns a unit file before the transaction, what an incoming package ships.
+"""Facts from rpm's database: who owns a unit file before the transaction, what is installed.
 
-File lists come from rpm headers (the rpmdb, and the downloaded package files), never from
-repository metadata: dnf >= 4.19 no longer loads filelists by default.
+File lists come from rpm headers (the rpmdb here; downloaded package files through
+gate.HeaderReader), never from repository metadata: dnf >= 4.19 no longer loads filelists by
+default.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .gate import transaction_set
 from .units import UnitKey
 
 
 def _ts(root: Path):  # noqa: ANN202 - rpm has no type stubs
-    import rpm
-
-    ts = rpm.TransactionSet(str(root))
-    # headers of downloaded packages were verified by dnf already; we only read file lists
-    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
-    return ts
+    return transaction_set(str(root))
 
 
 def database_path(root: Path) -> Path | None:
@@ -62,24 +59,6 @@ def _path_variants(path: str) -> Iterable[str]:
         yield path[len("/usr"):]
     elif path.startswith("/lib/"):
         yield "/usr" + path
-
-
-class HeaderReader:
-    """File lists from package files' headers, through one rpm transaction set for all of them
-    (a set per package cost ~20 ms per 500 packages)."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-        self._ts = None
-
-    def files(self, package_file: str) -> frozenset[str]:
-        import rpm
-
-        if self._ts is None:
-            self._ts = _ts(self._root)
-        with open(package_file, "rb") as fd:
-            hdr = self._ts.hdrFromFdno(fd.fileno())
-        return frozenset(hdr[rpm.RPMTAG_FILENAMES])  # names only: no per-file info objects
 
 
 def cookie(root: Path) -> str | None:
