@@ -170,6 +170,23 @@ def test_dnf5_killed_after_rpm_next_run_completes(root, repo, tmp_path):
     assert not (root.path / JOURNAL).exists()
 
 
+def test_dnf5_transaction_without_units_does_not_load_the_core(root, repo, tmp_path):
+    """Issue 16 with dnf5 (gate.py): a package without systemd files or triggers loads only the
+    gate, read from Python's own import list; one with unit files loads the core."""
+    dnf5 = Dnf5(root, tmp_path)
+    dnf5(repo, "install", "libvirt-docs-9.0.0", "libvirt-daemon-log-9.0.0")
+    imports = {"PYTHONPROFILEIMPORTTIME": "1"}
+    plain = dnf5(repo, "upgrade", "libvirt-docs", env=imports)
+    assert root.packages()["libvirt-docs"] == "9.1.0"
+    ours = {line.rsplit("|", 1)[1].strip() for line in plain.stderr.splitlines()
+            if line.startswith("import time:") and "libvirt_presets" in line}
+    assert ours == {"libvirt_presets", "libvirt_presets.gate"}, plain.output
+    assert not (root.path / RECORD).exists()
+    units = dnf5(repo, "upgrade", "libvirt-daemon-log", env=imports)
+    assert "libvirt_presets.session" in units.stderr
+    assert (root.path / RECORD).exists()
+
+
 # a live host: dnf5 with the plugin in a booted container (installroot /) ------------------
 
 LIVE_PACKAGES = ("libvirt-daemon", "libvirt-daemon-proxy", "libvirt-daemon-log",
