@@ -388,9 +388,14 @@ class BootedContainer:
             *(f"systemd.mask={unit}" for unit in self._mask),
             *self._kernel_args,
         ]
+        # The hybrid cgroup layout of some hosts (v1 controllers on a tmpfs, cgroup2 at
+        # /sys/fs/cgroup/unified): nspawn 252's own choice there fails ("Failed to attach ... to
+        # compat systemd cgroup //payload"), and 262 refuses any v1 layout. A pure cgroup2 guest
+        # boots on all of them, as on Fedora.
+        env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", **os.environ}
         with open(ov / "console.log", "wb") as log:
             self._nspawn = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us, not the guest
                 preexec_fn=_set_parent_death_signal,
             )
