@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,18 +16,6 @@ from tests.e2e.harness import InstallRoot
 
 PROXY_SOCKETS = ("virtproxyd.socket", "virtproxyd-ro.socket", "virtproxyd-admin.socket")
 SESSION_CONF = "[main]\nenabled = 1\nextra_units = virtqemud-session.*\n"
-
-
-@pytest.fixture(scope="session")
-def repos(classic_pool: Pool, bare_pool: Pool, tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("repos")
-    return SimpleNamespace(
-        v900=classic_pool.make_repo(base / "v900", ["9.0.0"]),
-        v910=classic_pool.make_repo(base / "v910", ["9.0.0", "9.1.0"]),
-        v910_nofl=classic_pool.make_repo(base / "v910-nofl", ["9.0.0", "9.1.0"], strip_filelists=True),
-        v920=classic_pool.make_repo(base / "v920", ["9.0.0", "9.1.0", "9.2.0"]),
-        bare=bare_pool.make_repo(base / "bare", ["9.0.0", "9.1.0", "9.2.0"]),
-    )
 
 
 @pytest.fixture
