@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.fixtures import FixturePackage, Pool, link_or_copy, run, spec_text
+from tests.e2e.fixtures import PROXY_SOCKETS, FixturePackage, Pool, link_or_copy, run, spec_text
 from tests.e2e.guest import build_rpms
-from tests.e2e.harness import InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS, monolithic_host
+from tests.e2e.harness import InstallRoot, monolithic_host
 
 UNIT_DIR = "/usr/lib/systemd/system"
 PRESET_DIR = "/usr/lib/systemd/system-preset"

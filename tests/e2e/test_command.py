@@ -12,8 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, InstallRoot
-from tests.e2e.test_presets import SESSION_CONF, monolithic_host
+from tests.e2e.harness import REPO_ROOT, SESSION_CONF, InstallRoot, monolithic_host
 
 SCHEMA = json.loads((REPO_ROOT / "doc" / "libvirt-units.schema.json").read_text())
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"

@@ -13,9 +13,8 @@ import signal
 
 import pytest
 
-from tests.e2e.fixtures import KILL_MARKER
-from tests.e2e.harness import InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS, monolithic_host
+from tests.e2e.fixtures import KILL_MARKER, PROXY_SOCKETS
+from tests.e2e.harness import InstallRoot, monolithic_host
 
 JOURNAL = "var/lib/dnf/libvirt-units/pending.json"
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"

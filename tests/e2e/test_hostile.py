@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_presets.units import is_valid_unit_name
-from tests.e2e.fixtures import run
-from tests.e2e.harness import PLUGIN_CONF_NAME
-from tests.e2e.test_presets import PROXY_SOCKETS, monolithic_host
+from tests.e2e.fixtures import PROXY_SOCKETS, run
+from tests.e2e.harness import PLUGIN_CONF_NAME, monolithic_host
 
 STATE = "var/lib/dnf/libvirt-units"
 NEW_IN_910 = ("virtqemud-admin.socket", "virtqemud-tcp.socket")  # managed units 9.1.0 adds

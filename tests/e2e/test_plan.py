@@ -15,8 +15,7 @@ import pytest
 
 from libvirt_presets import resolve
 from tests.e2e.fixtures import run
-from tests.e2e.harness import REPO_ROOT, InstallRoot, repo_id
-from tests.e2e.test_presets import monolithic_host
+from tests.e2e.harness import REPO_ROOT, InstallRoot, monolithic_host, repo_id
 
 SCHEMA = json.loads((REPO_ROOT / "doc" / "libvirt-units.schema.json").read_text())
 CONFIG = REPO_ROOT / "etc/dnf/plugins/libvirt-units.conf"

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.fixtures import Pool
-from tests.e2e.harness import InstallRoot
-
-PROXY_SOCKETS = ("virtproxyd.socket", "virtproxyd-ro.socket", "virtproxyd-admin.socket")
-SESSION_CONF = "[main]\nenabled = 1\nextra_units = virtqemud-session.*\n"
+from tests.e2e.fixtures import PROXY_SOCKETS, Pool
+from tests.e2e.harness import SESSION_CONF, InstallRoot, monolithic_host
 
 
 @pytest.fixture
@@ -27,13 +24,6 @@ def bare_root(tmp_path: Path, bare_pool: Pool) -> InstallRoot:
 
 def states(root: InstallRoot, *units: str, user: bool = False) -> dict[str, str]:
     return {u: root.is_enabled(u, user=user) for u in units}
-
-
-def monolithic_host(root: InstallRoot, repo: Path, plugin: bool) -> None:
-    """9.0.0 installed, then the admin switches to the monolithic libvirtd."""
-    root.dnf("install", "libvirt", repo=repo, plugin=plugin)
-    root.systemctl("disable", "virtproxyd.service", *PROXY_SOCKETS)
-    root.systemctl("enable", "libvirtd.service", "libvirtd.socket")
 
 
 # S1 + S8 --------------------------------------------------------------------------------
