@@ -1,11 +1,12 @@
-"""pytest fixtures for the end-to-end tests: fixture RPM pools (built once per session) and a
-fresh, ready installroot per test."""
+"""pytest fixtures for the end-to-end tests: fixture RPM pools (built once per session), the
+split's repositories published from them, and a fresh, ready installroot per test."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,6 +56,21 @@ def bare_pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
 def libvirt_pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
     """Every fixture package with the shapes of libvirt's own scriptlets (fixtures.libvirt_scriptlets)."""
     return build_pool(tmp_path_factory.mktemp("pool-libvirt"), "libvirt")
+
+
+@pytest.fixture(scope="session")
+def repos(classic_pool: Pool, bare_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The split's repositories, read-only: classic-scriptlet repos of 9.0.0 (`v900`), 9.0.0+9.1.0
+    (`v910`, and `v910_nofl` without file lists), 9.0.0-9.2.0 (`v920`), and the scriptlet-free
+    9.0.0-9.2.0 (`bare`). A module that needs other repositories defines its own `repos`."""
+    base = tmp_path_factory.mktemp("repos")
+    return SimpleNamespace(
+        v900=classic_pool.make_repo(base / "v900", ["9.0.0"]),
+        v910=classic_pool.make_repo(base / "v910", ["9.0.0", "9.1.0"]),
+        v910_nofl=classic_pool.make_repo(base / "v910-nofl", ["9.0.0", "9.1.0"], strip_filelists=True),
+        v920=classic_pool.make_repo(base / "v920", ["9.0.0", "9.1.0", "9.2.0"]),
+        bare=bare_pool.make_repo(base / "bare", ["9.0.0", "9.1.0", "9.2.0"]),
+    )
 
 
 @pytest.fixture

@@ -163,6 +163,9 @@ def daemon_units(daemon: str, *suffixes: str) -> tuple[str, ...]:
 
 ALL_SOCKETS = ("", "-ro", "-admin", "-tls", "-tcp")
 LOCAL_SOCKETS = ("", "-ro", "-admin")
+# virtproxyd's local sockets: in libvirt-daemon up to 9.0.0, in libvirt-daemon-proxy from 9.1.0;
+# they share their paths with libvirtd's, so a monolithic host has them disabled
+PROXY_SOCKETS = ("virtproxyd.socket", "virtproxyd-ro.socket", "virtproxyd-admin.socket")
 
 
 def catalog(version: str) -> tuple[FixturePackage, ...]:

@@ -311,6 +311,18 @@ def wait_for_start_lines(guest: GuestDnf, units: Iterable[str], timeout: float =
         time.sleep(0.02)
 
 
+def wait_for_no_guard(guest: GuestDnf, units: Sequence[str], timeout: float = 15.0) -> None:
+    """The watcher reacts to dnf's death on its own time: until no guard file is left and the
+    manager enforces none."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = guest.systemctl("show", "-p", "RefuseManualStop", "--", *units).stdout.split()
+        if guest.guards() == [] and shown == ["RefuseManualStop=no"] * len(units):
+            return
+        assert time.monotonic() < deadline, (guest.guards(), shown)
+        time.sleep(0.2)
+
+
 # -- measured transactions (the restart, guard and marker scenarios) ------------------------
 
 

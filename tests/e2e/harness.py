@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.e2e.fixtures import EVENTS_LOG, Pool, run
+from tests.e2e.fixtures import EVENTS_LOG, PROXY_SOCKETS, Pool, run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_PATH = REPO_ROOT / "dnf-plugins"
@@ -30,6 +30,8 @@ install_weak_deps=0
 metadata_expire=0
 keepcache=0
 """
+# a plugin config that also manages the per-user session units (outside the default scope)
+SESSION_CONF = "[main]\nenabled = 1\nextra_units = virtqemud-session.*\n"
 RPMMACROS = """\
 # Debian's rpm keeps its database in ~/.rpmdb (Debian bug 1004863); with --installroot that
 # would be R/root/.rpmdb.  rpm and dnf read this file through HOME.
@@ -175,3 +177,10 @@ class InstallRoot:
         """Lines the fixture scriptlets and services appended to /var/log/fixture-events.log."""
         log = self.path / EVENTS_LOG.lstrip("/")
         return log.read_text().splitlines() if log.exists() else []
+
+
+def monolithic_host(root: InstallRoot, repo: Path, plugin: bool) -> None:
+    """9.0.0 installed, then the admin switches to the monolithic libvirtd."""
+    root.dnf("install", "libvirt", repo=repo, plugin=plugin)
+    root.systemctl("disable", "virtproxyd.service", *PROXY_SOCKETS)
+    root.systemctl("enable", "libvirtd.service", "libvirtd.socket")

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.fixtures import FixturePackage, Pool, link_or_copy, run, spec_text
+from tests.e2e.fixtures import PROXY_SOCKETS, FixturePackage, Pool, link_or_copy, run, spec_text
 from tests.e2e.guest import build_rpms
-from tests.e2e.harness import InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS, monolithic_host, repos  # noqa: F401 (fixture)
+from tests.e2e.harness import InstallRoot, monolithic_host
 
 UNIT_DIR = "/usr/lib/systemd/system"
 PRESET_DIR = "/usr/lib/systemd/system-preset"
@@ -191,7 +190,7 @@ def test_new_unit_whose_also_enables_an_admin_disabled_unit_is_put_back(root, ow
 
 
 @pytest.mark.parametrize("plugin", [False, True], ids=["stock", "plugin"])
-def test_links_of_removed_units_are_not_restored(root, repos, plugin):  # noqa: F811
+def test_links_of_removed_units_are_not_restored(root, repos, plugin):
     """Erase two drivers (and the meta package) after the admin changed their units: the erased
     units' links must go with them, the surviving units' links stay as the admin left them.
     Control passes too (the stock %preun disables what it erases): this guards against the
@@ -212,7 +211,7 @@ def test_links_of_removed_units_are_not_restored(root, repos, plugin):  # noqa: 
     assert states(root, survivors) == kept
 
 
-def test_test_transaction_does_not_complete_a_pending_journal(root, repos):  # noqa: F811
+def test_test_transaction_does_not_complete_a_pending_journal(root, repos):
     """tsflags=test: nothing of ours happens, not even the completion of an earlier killed run
     (dnf calls the plugin's config() hook on every command; pre_transaction never runs for a
     test transaction). Mutation seen failing: libvirt_units._may_act without the

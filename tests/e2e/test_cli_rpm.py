@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from tests.e2e.container import nspawn_unavailable_reason
-from tests.e2e.fixtures import Pool, catalog, run
+from tests.e2e.fixtures import PROXY_SOCKETS, Pool, catalog, run
 from tests.e2e.guest import (
     HOME,
     REPO_DIR,
@@ -30,7 +30,6 @@ from tests.e2e.guest import (
     wait_for_start_lines,
 )
 from tests.e2e.harness import REPO_ROOT, RPM, InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS
 
 CLI = ("/usr/bin/python3", "-m", "libvirt_presets")
 WRAPPER = REPO_ROOT / "contrib" / "rpm-with-libvirt-units"

@@ -12,8 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, InstallRoot
-from tests.e2e.test_presets import SESSION_CONF, monolithic_host, repos  # noqa: F401 (fixture)
+from tests.e2e.harness import REPO_ROOT, SESSION_CONF, InstallRoot, monolithic_host
 
 SCHEMA = json.loads((REPO_ROOT / "doc" / "libvirt-units.schema.json").read_text())
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"
@@ -48,7 +47,7 @@ def planned_then_done(root: InstallRoot, verb: str, *pkgs: str, repo: Path, conf
     return plan
 
 
-def test_dry_run_on_the_seed_split_says_keep_and_the_upgrade_does_it(root, repos):  # noqa: F811
+def test_dry_run_on_the_seed_split_says_keep_and_the_upgrade_does_it(root, repos):
     monolithic_host(root, repos.v900, plugin=True)
     plan = planned_then_done(root, "upgrade", repo=repos.v910)
     units = {u["unit"]: u for u in plan["units"]}
@@ -66,7 +65,7 @@ def test_dry_run_on_the_seed_split_says_keep_and_the_upgrade_does_it(root, repos
     assert {"package": "libvirt-daemon-proxy-9.1.0-1.noarch", "action": "install"} in plan["transaction"]
 
 
-def test_dry_run_table_for_people(root, repos):  # noqa: F811
+def test_dry_run_table_for_people(root, repos):
     monolithic_host(root, repos.v900, plugin=True)
     out = root.dnf("-q", "libvirt-units", "--dry-run", repo=repos.v910).stdout
     assert all(len(line) <= 100 for line in out.splitlines()), out
@@ -81,7 +80,7 @@ def test_dry_run_table_for_people(root, repos):  # noqa: F811
 
 
 @pytest.mark.parametrize("scenario", ["fresh-install", "admin-tls", "rename", "masked", "session", "remove"])
-def test_dry_run_predicts_every_scenario(root, repos, scenario):  # noqa: F811
+def test_dry_run_predicts_every_scenario(root, repos, scenario):
     if scenario == "fresh-install":
         planned_then_done(root, "install", "libvirt-9.0.0", repo=repos.v900)
         return
@@ -105,7 +104,7 @@ def test_dry_run_predicts_every_scenario(root, repos, scenario):  # noqa: F811
     planned_then_done(root, "upgrade", repo=repos.v910)
 
 
-def test_check_finds_the_seed_socket_conflict(root, repos):  # noqa: F811
+def test_check_finds_the_seed_socket_conflict(root, repos):
     root.dnf("install", "libvirt", repo=repos.v900)
     ok = root.dnf("-q", "libvirt-units", "check", repo=repos.v900, check=False)
     assert ok.returncode == 0 and "no problems found" in ok.stdout
@@ -120,7 +119,7 @@ def test_check_finds_the_seed_socket_conflict(root, repos):  # noqa: F811
     assert kinds == {"socket-conflict"}
 
 
-def test_check_finds_missing_service_and_dangling_link(root, repos):  # noqa: F811
+def test_check_finds_missing_service_and_dangling_link(root, repos):
     root.dnf("install", "libvirt", repo=repos.v900)
     (root.path / "usr/lib/systemd/system/virtqemud.service").unlink()  # its sockets stay enabled
     data = command_json(root, "check", repo=repos.v900, check=False)
@@ -129,7 +128,7 @@ def test_check_finds_missing_service_and_dangling_link(root, repos):  # noqa: F8
     assert by_kind["dangling-link"]["units"] == ["virtqemud.service"]
 
 
-def test_status_shows_owner_enablement_preset_and_drift(root, repos):  # noqa: F811
+def test_status_shows_owner_enablement_preset_and_drift(root, repos):
     root.dnf("install", "libvirt", repo=repos.v900)
     root.systemctl("enable", "virtproxyd-tls.socket")
     data = command_json(root, "status", repo=repos.v900)
@@ -145,7 +144,7 @@ def test_status_shows_owner_enablement_preset_and_drift(root, repos):  # noqa: F
                               if p.name.startswith(("virt", "libvirt"))])
 
 
-def test_the_record_says_when_which_dnf_transaction_and_which_packages_and_last_shows_it(root, repos):  # noqa: F811
+def test_the_record_says_when_which_dnf_transaction_and_which_packages_and_last_shows_it(root, repos):
     monolithic_host(root, repos.v900, plugin=True)
     root.dnf("upgrade", repo=repos.v910)
     record = json.loads((root.path / RECORD).read_text())

@@ -13,9 +13,8 @@ import signal
 
 import pytest
 
-from tests.e2e.fixtures import KILL_MARKER
-from tests.e2e.harness import InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS, monolithic_host, repos  # noqa: F401 (fixture)
+from tests.e2e.fixtures import KILL_MARKER, PROXY_SOCKETS
+from tests.e2e.harness import InstallRoot, monolithic_host
 
 JOURNAL = "var/lib/dnf/libvirt-units/pending.json"
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"
@@ -39,7 +38,7 @@ def next_dnf_run(root: InstallRoot, repo) -> str:
 
 
 @pytest.mark.parametrize("step", ["finish", "mid-actions"])
-def test_killed_after_rpm_is_completed_by_the_next_dnf_run(root, repos, step):  # noqa: F811
+def test_killed_after_rpm_is_completed_by_the_next_dnf_run(root, repos, step):
     monolithic_host(root, repos.v900, plugin=True)
     result = root.dnf("upgrade", repo=repos.v910, check=False,
                       env={"LIBVIRT_UNITS_TEST_CHECKPOINT": f"kill:{step}"})
@@ -56,7 +55,7 @@ def test_killed_after_rpm_is_completed_by_the_next_dnf_run(root, repos, step):  
     assert ("virtqemud-admin.socket" in record["outcome"]["preset"]) == (step == "finish")
 
 
-def test_killed_during_the_rpm_transaction(root, repos):  # noqa: F811
+def test_killed_during_the_rpm_transaction(root, repos):
     monolithic_host(root, repos.v900, plugin=True)
     (root.path / KILL_MARKER.lstrip("/")).write_text("libvirt-daemon-proxy")
     result = root.dnf("upgrade", repo=repos.v910, check=False)
@@ -71,7 +70,7 @@ def test_killed_during_the_rpm_transaction(root, repos):  # noqa: F811
     assert_seed_outcome_kept(root)
 
 
-def test_journal_of_a_transaction_that_never_reached_rpm_is_discarded(root, repos):  # noqa: F811
+def test_journal_of_a_transaction_that_never_reached_rpm_is_discarded(root, repos):
     monolithic_host(root, repos.v900, plugin=True)
     before = root.links()
     result = root.dnf("upgrade", repo=repos.v910, check=False,
@@ -83,7 +82,7 @@ def test_journal_of_a_transaction_that_never_reached_rpm_is_discarded(root, repo
     assert not (root.path / JOURNAL).exists() and root.links() == before
 
 
-def test_resume_by_hand(root, repos):  # noqa: F811
+def test_resume_by_hand(root, repos):
     monolithic_host(root, repos.v900, plugin=True)
     root.dnf("upgrade", repo=repos.v910, check=False, env={"LIBVIRT_UNITS_TEST_CHECKPOINT": "kill:finish"})
     out = root.dnf("libvirt-units", "resume", repo=repos.v910).output
@@ -94,7 +93,7 @@ def test_resume_by_hand(root, repos):  # noqa: F811
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"version": 99}', '{"version": 1, "links_before": 3}'])
-def test_corrupt_or_unknown_journal_is_moved_aside(root, repos, content):  # noqa: F811
+def test_corrupt_or_unknown_journal_is_moved_aside(root, repos, content):
     root.dnf("install", "libvirt", repo=repos.v900, plugin=True)
     state = root.path / JOURNAL
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +106,7 @@ def test_corrupt_or_unknown_journal_is_moved_aside(root, repos, content):  # noq
     assert root.links() == before
 
 
-def test_symlinked_journal_is_refused(root, repos, tmp_path):  # noqa: F811
+def test_symlinked_journal_is_refused(root, repos, tmp_path):
     root.dnf("install", "libvirt", repo=repos.v900, plugin=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.fixtures import Pool, run
+from tests.e2e.fixtures import PROXY_SOCKETS, Pool, run
 from tests.e2e.harness import REPO_ROOT, InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS
 
 JOURNAL = "var/lib/dnf/libvirt-units/pending.json"
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,7 @@ from tests.e2e.guest import (
     our_triggers_spec,
     publish_repos,
     transact,
+    wait_for_no_guard,
     wait_for_start_lines,
 )
 from tests.e2e.harness import REPO_ROOT
@@ -167,18 +167,6 @@ def test_guarded_scriptlet_try_restart_refused_but_reload_works(repos):
 
 
 # G3: dnf killed in the middle of the transaction ------------------------------------------
-
-def wait_for_no_guard(guest: GuestDnf, units: Sequence[str], timeout: float = 15.0) -> None:
-    """The watcher reacts to dnf's death on its own time: until no guard file is left and the
-    manager enforces none."""
-    deadline = time.monotonic() + timeout
-    while True:
-        shown = guest.systemctl("show", "-p", "RefuseManualStop", "--", *units).stdout.split()
-        if guest.guards() == [] and shown == ["RefuseManualStop=no"] * len(units):
-            return
-        assert time.monotonic() < deadline, (guest.guards(), shown)
-        time.sleep(0.2)
-
 
 def test_g3_killed_dnf_leaves_no_guard_and_resume_restarts_once(repos):
     with booted_with(repos, PACKAGES, SERVICES) as guest:

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_presets.units import is_valid_unit_name
-from tests.e2e.fixtures import run
-from tests.e2e.harness import PLUGIN_CONF_NAME
-from tests.e2e.test_presets import PROXY_SOCKETS, monolithic_host, repos  # noqa: F401 (fixture)
+from tests.e2e.fixtures import PROXY_SOCKETS, run
+from tests.e2e.harness import PLUGIN_CONF_NAME, monolithic_host
 
 STATE = "var/lib/dnf/libvirt-units"
 NEW_IN_910 = ("virtqemud-admin.socket", "virtqemud-tcp.socket")  # managed units 9.1.0 adds
@@ -68,7 +67,7 @@ this line is no setting
 """
 
 
-def test_dropin_widens_the_scope_and_each_broken_line_is_one_warning(root, repos, tmp_path):  # noqa: F811
+def test_dropin_widens_the_scope_and_each_broken_line_is_one_warning(root, repos, tmp_path):
     root.dnf("install", "libvirt", repo=repos.v900, plugin=False)
     confs = conf_dir(tmp_path / "pluginconf", MAIN_CONF, {"50-helper.conf": DROPIN, "README": "not read"})
     result = root.dnf(with_conf_dir(confs), "upgrade", repo=repos.v910)
@@ -177,7 +176,7 @@ REASONS = {
 
 
 @pytest.mark.parametrize("kind", ["missing", "hanging", "failing"])
-def test_without_a_working_systemctl_links_are_still_restored(root, repos, tmp_path, kind):  # noqa: F811
+def test_without_a_working_systemctl_links_are_still_restored(root, repos, tmp_path, kind):
     monolithic_host(root, repos.v900, plugin=False)
     binary = tmp_path / "systemctl"
     if kind in SYSTEMCTLS:
@@ -205,7 +204,7 @@ def test_without_a_working_systemctl_links_are_still_restored(root, repos, tmp_p
 
 # --- unusable directories and files ---------------------------------------------------------------
 
-def test_a_unit_directory_that_is_a_file_is_one_warning(root, repos):  # noqa: F811
+def test_a_unit_directory_that_is_a_file_is_one_warning(root, repos):
     user_units = root.path / "usr/lib/systemd/user"  # 9.0.0 ships no user units: rpm never looks
     user_units.rmdir()
     user_units.write_text("not a directory\n")
@@ -224,7 +223,7 @@ disable virtqemud-admin.socket
 """
 
 
-def test_a_preset_file_with_garbage_lines_never_aborts_and_its_good_lines_count(root, repos):  # noqa: F811
+def test_a_preset_file_with_garbage_lines_never_aborts_and_its_good_lines_count(root, repos):
     root.dnf("install", "libvirt", repo=repos.v900, plugin=False)
     preset = root.path / "etc/systemd/system-preset/10-admin.preset"
     preset.parent.mkdir(parents=True)
@@ -240,7 +239,7 @@ def test_a_preset_file_with_garbage_lines_never_aborts_and_its_good_lines_count(
     assert all(":" in w.split("10-admin.preset", 1)[1][:3] for w in about)  # names the line
 
 
-def test_a_symlinked_journal_file_is_refused(root, repos, tmp_path):  # noqa: F811
+def test_a_symlinked_journal_file_is_refused(root, repos, tmp_path):
     root.dnf("install", "libvirt", repo=repos.v900)
     outside = tmp_path / "outside.json"
     outside.write_text('{"version": 1, "live": false}\n')

@@ -27,9 +27,9 @@ from tests.e2e.guest import (
     our_triggers_rpm,
     publish_repos,
     transact,
+    wait_for_no_guard,
 )
 from tests.e2e.harness import REPO_ROOT
-from tests.e2e.test_guards import wait_for_no_guard
 
 COUNT_LINES: list[str] = []
 module_setup = container_module("interrupted-transaction tests", "issue 15: a killed dnf", COUNT_LINES)

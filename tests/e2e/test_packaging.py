@@ -22,9 +22,8 @@ import pytest
 
 from libvirt_presets import __version__
 from tests.e2e import harness
-from tests.e2e.fixtures import RPMMACROS, FixturePackage, Pool, run, spec_text
+from tests.e2e.fixtures import PROXY_SOCKETS, RPMMACROS, FixturePackage, Pool, run, spec_text
 from tests.e2e.harness import REPO_ROOT, RPM, InstallRoot
-from tests.e2e.test_presets import PROXY_SOCKETS
 
 NAME = "libvirt-units"
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"

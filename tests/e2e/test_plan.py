@@ -15,8 +15,7 @@ import pytest
 
 from libvirt_presets import resolve
 from tests.e2e.fixtures import run
-from tests.e2e.harness import REPO_ROOT, InstallRoot, repo_id
-from tests.e2e.test_presets import monolithic_host, repos  # noqa: F401 (fixture)
+from tests.e2e.harness import REPO_ROOT, InstallRoot, monolithic_host, repo_id
 
 SCHEMA = json.loads((REPO_ROOT / "doc" / "libvirt-units.schema.json").read_text())
 CONFIG = REPO_ROOT / "etc/dnf/plugins/libvirt-units.conf"
@@ -41,7 +40,7 @@ def comparable(text: str) -> dict:
 
 @pytest.mark.parametrize("verb,pkgs", [("upgrade", ()), ("install", ("libvirt-daemon-proxy",)),
                                        ("remove", ("libvirt-daemon-driver-network",))])
-def test_plan_prints_the_same_plan_as_the_dnf4_dry_run(root, repos, verb, pkgs):  # noqa: F811
+def test_plan_prints_the_same_plan_as_the_dnf4_dry_run(root, repos, verb, pkgs):
     monolithic_host(root, repos.v900, plugin=True)
     repo = repos.v910
     ours = plan(root, repo, verb, *pkgs, "--json")
@@ -59,7 +58,7 @@ def test_plan_prints_the_same_plan_as_the_dnf4_dry_run(root, repos, verb, pkgs):
     assert table[0].startswith(f"libvirt-units plan for: {verb}")
 
 
-def test_plan_says_which_api_resolved(root, repos):  # noqa: F811
+def test_plan_says_which_api_resolved(root, repos):
     """The resolver this stack uses: libdnf5 in sid, dnf 4 on the Debian 12 host and trixie."""
     assert resolve.available() in ("libdnf5", "dnf")
     bad = plan(root, repos.v910, "install", check=False)

@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.fixtures import Pool
-from tests.e2e.harness import InstallRoot
-
-PROXY_SOCKETS = ("virtproxyd.socket", "virtproxyd-ro.socket", "virtproxyd-admin.socket")
-SESSION_CONF = "[main]\nenabled = 1\nextra_units = virtqemud-session.*\n"
-
-
-@pytest.fixture(scope="session")
-def repos(classic_pool: Pool, bare_pool: Pool, tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("repos")
-    return SimpleNamespace(
-        v900=classic_pool.make_repo(base / "v900", ["9.0.0"]),
-        v910=classic_pool.make_repo(base / "v910", ["9.0.0", "9.1.0"]),
-        v910_nofl=classic_pool.make_repo(base / "v910-nofl", ["9.0.0", "9.1.0"], strip_filelists=True),
-        v920=classic_pool.make_repo(base / "v920", ["9.0.0", "9.1.0", "9.2.0"]),
-        bare=bare_pool.make_repo(base / "bare", ["9.0.0", "9.1.0", "9.2.0"]),
-    )
+from tests.e2e.fixtures import PROXY_SOCKETS, Pool
+from tests.e2e.harness import SESSION_CONF, InstallRoot, monolithic_host
 
 
 @pytest.fixture
@@ -40,13 +24,6 @@ def bare_root(tmp_path: Path, bare_pool: Pool) -> InstallRoot:
 
 def states(root: InstallRoot, *units: str, user: bool = False) -> dict[str, str]:
     return {u: root.is_enabled(u, user=user) for u in units}
-
-
-def monolithic_host(root: InstallRoot, repo: Path, plugin: bool) -> None:
-    """9.0.0 installed, then the admin switches to the monolithic libvirtd."""
-    root.dnf("install", "libvirt", repo=repo, plugin=plugin)
-    root.systemctl("disable", "virtproxyd.service", *PROXY_SOCKETS)
-    root.systemctl("enable", "libvirtd.service", "libvirtd.socket")
 
 
 # S1 + S8 --------------------------------------------------------------------------------
