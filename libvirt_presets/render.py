@@ -14,17 +14,28 @@ from typing import Any, Iterable, Sequence
 
 from .checks import Problem
 from .planner import Plan, UnitPlan
+from .records import Record
+
+_set = object.__setattr__
 
 WIDTH = 100  # columns of what people read (tables, summaries), as a terminal shows them unwrapped
 
 
-@dataclass(frozen=True)
-class UnitStatus:
+class UnitStatus(Record):
+    __slots__ = ("row", "enablement", "preset", "preset_reason", "active")
     row: UnitPlan
-    enablement: str = ""
-    preset: str = ""
-    preset_reason: str = ""
-    active: str | None = None
+    enablement: str
+    preset: str
+    preset_reason: str
+    active: str | None
+
+    def __init__(self, row: UnitPlan, enablement: str = "", preset: str = "", preset_reason: str = "",
+                 active: str | None = None) -> None:
+        _set(self, "row", row)
+        _set(self, "enablement", enablement)
+        _set(self, "preset", preset)
+        _set(self, "preset_reason", preset_reason)
+        _set(self, "active", active)
 
     @property
     def drift(self) -> bool:

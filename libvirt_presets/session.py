@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable
 
@@ -126,7 +126,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
         guarded = tuple(pending.record.get("guards", []))
         live = read_live_facts(pending.root, after, _managed(after, pending.config),
                                pending.invocations_before, guarded)
-        live = replace(live, marked=still_marked(pending.root, pending.config, guarded))
+        live = live.replace(marked=still_marked(pending.root, pending.config, guarded))
     plan = plan_transaction(pending.before, after.present, facts, pending.config, presets, live)
     # Bad lines in the preset files matter when a preset is applied: one warning line each, once.
     scopes = sorted({unit.scope for unit in plan.presets})
