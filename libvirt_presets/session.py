@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable
 
@@ -52,21 +51,25 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@dataclass
 class Pending:
     """Everything known before rpm ran."""
 
-    root: Path
-    config: Config
-    live: bool
-    before: Snapshot
-    facts: TransactionFacts
-    # unit -> invocation ID of the units active before rpm ran (live hosts only)
-    invocations_before: dict[str, str]
-    # the journal as written: facts plus the steps already done
-    record: dict = field(default_factory=dict)
-    # takes the guards down if dnf dies before finish() does (watch.py)
-    watcher: subprocess.Popen[bytes] | None = None
+    __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "record", "watcher")
+
+    def __init__(self, root: Path, config: Config, live: bool, before: Snapshot, facts: TransactionFacts,
+                 invocations_before: dict[str, str], record: dict | None = None,
+                 watcher: subprocess.Popen[bytes] | None = None) -> None:
+        self.root = root
+        self.config = config
+        self.live = live
+        self.before = before
+        self.facts = facts
+        # unit -> invocation ID of the units active before rpm ran (live hosts only)
+        self.invocations_before = invocations_before
+        # the journal as written: facts plus the steps already done
+        self.record: dict = {} if record is None else record
+        # takes the guards down if dnf dies before finish() does (watch.py)
+        self.watcher = watcher
 
 
 def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
