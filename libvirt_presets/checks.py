@@ -7,21 +7,28 @@ listening on /run/libvirt/libvirt-sock; systemd starts one and the other fails, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from .records import Record
 from .snapshot import Snapshot, read_unit_settings
 from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name
+
+_set = object.__setattr__
 
 LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenFIFO",
                "ListenSpecial", "ListenNetlink", "ListenMessageQueue", "ListenUSBFunction")
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Record):
+    __slots__ = ("kind", "units", "message")
     kind: str  # socket-conflict | missing-service | dangling-link | config | pending
     units: tuple[str, ...]
     message: str
+
+    def __init__(self, kind: str, units: tuple[str, ...], message: str) -> None:
+        _set(self, "kind", kind)
+        _set(self, "units", units)
+        _set(self, "message", message)
 
 
 def enabled_units(snapshot: Snapshot) -> set[UnitKey]:

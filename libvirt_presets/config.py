@@ -12,12 +12,14 @@ after the file.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
 from . import gate
+from .records import Record
 from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
+
+_set = object.__setattr__
 
 CONFIG_PATH = Path(gate.CONFIG_FILE)
 
@@ -50,19 +52,33 @@ _BOOLS = {"1": True, "yes": True, "true": True, "on": True,
 _MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts", "guard")
 _SECTIONS = ("main", "policy", "triggers")
 
+_DEFAULT_SCOPE = Scope()
 
-@dataclass(frozen=True)
-class Config:
-    enabled: bool = True
-    scope: Scope = Scope()
-    presets: bool = True
-    restarts: bool = True
-    guard: bool = True
+
+class Config(Record):
+    __slots__ = ("enabled", "scope", "presets", "restarts", "guard", "policies", "triggers", "problems")
+    enabled: bool
+    scope: Scope
+    presets: bool
+    restarts: bool
+    guard: bool
     # unit name or glob -> policy; exact names win, then globs in file order
-    policies: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    policies: dict[str, str]
     # package-name glob, or absolute file glob, -> services to restart when it changes
-    triggers: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TRIGGERS))
-    problems: tuple[str, ...] = ()
+    triggers: dict[str, tuple[str, ...]]
+    problems: tuple[str, ...]
+
+    def __init__(self, enabled: bool = True, scope: Scope = _DEFAULT_SCOPE, presets: bool = True, restarts: bool = True,
+                 guard: bool = True, policies: dict[str, str] | None = None,
+                 triggers: dict[str, tuple[str, ...]] | None = None, problems: tuple[str, ...] = ()) -> None:
+        _set(self, "enabled", enabled)
+        _set(self, "scope", scope)
+        _set(self, "presets", presets)
+        _set(self, "restarts", restarts)
+        _set(self, "guard", guard)
+        _set(self, "policies", dict(DEFAULT_POLICIES) if policies is None else policies)
+        _set(self, "triggers", dict(DEFAULT_TRIGGERS) if triggers is None else triggers)
+        _set(self, "problems", problems)
 
     def policy(self, unit: str) -> str:
         if unit in self.policies:
@@ -179,8 +195,7 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
             bad(lineno, f"{key!r}: setting outside of any section (ignored)")
 
     globs = tuple(main.get("units", cfg.scope.globs)) + tuple(main.get("extra_units", ()))  # type: ignore[arg-type]
-    return replace(
-        cfg,
+    return cfg.replace(
         enabled=bool(main.get("enabled", cfg.enabled)),
         presets=bool(main.get("presets", cfg.presets)),
         restarts=bool(main.get("restarts", cfg.restarts)),
@@ -200,7 +215,7 @@ def load_config(paths: Iterable[Path]) -> Config:
             text = gate.read_text(str(path))
         except OSError as exc:
             why = exc.strerror or str(exc)
-            cfg = replace(cfg, problems=cfg.problems + (_printable(f"{path}: unreadable ({why}); ignored"),))
+            cfg = cfg.replace(problems=cfg.problems + (_printable(f"{path}: unreadable ({why}); ignored"),))
             continue
         if text is not None:
             cfg = parse_config(text, str(path), cfg)

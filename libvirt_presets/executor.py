@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,14 +19,18 @@ from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 
 
-@dataclass
 class Outcome:
-    preset: list[str] = field(default_factory=list)
-    repaired: list[LinkRepair] = field(default_factory=list)
-    # live actions done, by what the manager did: "restart", "reload", "start", "stop" -> units
-    live: dict[str, list[str]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    unrepairable: set[str] = field(default_factory=set)
+    __slots__ = ("preset", "repaired", "live", "warnings", "unrepairable")
+
+    def __init__(self, preset: list[str] | None = None, repaired: list[LinkRepair] | None = None,
+                 live: dict[str, list[str]] | None = None, warnings: list[str] | None = None,
+                 unrepairable: set[str] | None = None) -> None:
+        self.preset: list[str] = [] if preset is None else preset
+        self.repaired: list[LinkRepair] = [] if repaired is None else repaired
+        # live actions done, by what the manager did: "restart", "reload", "start", "stop" -> units
+        self.live: dict[str, list[str]] = {} if live is None else live
+        self.warnings: list[str] = [] if warnings is None else warnings
+        self.unrepairable: set[str] = set() if unrepairable is None else unrepairable
 
     def warn(self, message: str, unit: str | None = None, action: str | None = None,
              trigger: str | None = None) -> None:

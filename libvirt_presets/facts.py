@@ -6,10 +6,12 @@ reads only these, never dnf or rpm objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
+from .records import Record
 from .units import SYSTEM, VENDOR_DIRS, UnitKey, is_valid_unit_name
+
+_set = object.__setattr__
 
 INSTALL = "install"
 UPGRADE = "upgrade"
@@ -20,25 +22,38 @@ ERASE = "erase"  # outgoing: removed, upgraded, downgraded, reinstalled or obsol
 INBOUND = (INSTALL, UPGRADE, DOWNGRADE, REINSTALL, OBSOLETE)
 
 
-@dataclass(frozen=True)
-class PackageChange:
+class PackageChange(Record):
+    __slots__ = ("name", "nevra", "action", "files", "done")
     name: str
     nevra: str
     action: str
-    files: frozenset[str] = frozenset()
+    files: frozenset[str]
     # False when rpm reported this element as failed: act only on what really changed
-    done: bool = True
+    done: bool
+
+    def __init__(self, name: str, nevra: str, action: str, files: frozenset[str] = frozenset(),
+                 done: bool = True) -> None:
+        _set(self, "name", name)
+        _set(self, "nevra", nevra)
+        _set(self, "action", action)
+        _set(self, "files", files)
+        _set(self, "done", done)
 
     @property
     def inbound(self) -> bool:
         return self.action in INBOUND
 
 
-@dataclass(frozen=True)
-class TransactionFacts:
-    changes: tuple[PackageChange, ...] = ()
+class TransactionFacts(Record):
+    __slots__ = ("changes", "owners_before")
+    changes: tuple[PackageChange, ...]
     # unit -> nevra of the installed package that owned it before the transaction
-    owners_before: dict[UnitKey, str] = field(default_factory=dict)
+    owners_before: dict[UnitKey, str]
+
+    def __init__(self, changes: tuple[PackageChange, ...] = (),
+                 owners_before: dict[UnitKey, str] | None = None) -> None:
+        _set(self, "changes", changes)
+        _set(self, "owners_before", {} if owners_before is None else owners_before)
 
     @property
     def incoming(self) -> tuple[PackageChange, ...]:
@@ -78,20 +93,28 @@ class UnitStateLike(Protocol):
     def invocation_id(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class ServiceState:
+class ServiceState(Record):
     """A service as the manager has it, read without a process (snapshot.read_service_states)."""
 
+    __slots__ = ("name", "load_state", "active_state", "type", "refuse_manual_stop", "invocation_id")
     name: str
-    load_state: str = ""
-    active_state: str = ""
-    type: str = ""
-    refuse_manual_stop: bool = False
-    invocation_id: str = ""
+    load_state: str
+    active_state: str
+    type: str
+    refuse_manual_stop: bool
+    invocation_id: str
+
+    def __init__(self, name: str, load_state: str = "", active_state: str = "", type: str = "",
+                 refuse_manual_stop: bool = False, invocation_id: str = "") -> None:
+        _set(self, "name", name)
+        _set(self, "load_state", load_state)
+        _set(self, "active_state", active_state)
+        _set(self, "type", type)
+        _set(self, "refuse_manual_stop", refuse_manual_stop)
+        _set(self, "invocation_id", invocation_id)
 
 
-@dataclass(frozen=True)
-class LiveFacts:
+class LiveFacts(Record):
     """The running manager, as far as the live decisions need it.
 
     `active_before`: unit -> invocation ID, for every unit running before rpm ran (a new ID
@@ -102,11 +125,22 @@ class LiveFacts:
     trigger did not run; doc/markers.md).
     """
 
-    active_before: Mapping[str, str] = field(default_factory=dict)
-    states: Mapping[str, UnitStateLike] = field(default_factory=dict)
-    triggers: Mapping[str, str] = field(default_factory=dict)
-    guarded: tuple[str, ...] | None = None
-    marked: tuple[str, ...] = ()
+    __slots__ = ("active_before", "states", "triggers", "guarded", "marked")
+    active_before: Mapping[str, str]
+    states: Mapping[str, UnitStateLike]
+    triggers: Mapping[str, str]
+    guarded: tuple[str, ...] | None
+    marked: tuple[str, ...]
+
+    def __init__(self, active_before: Mapping[str, str] | None = None,
+                 states: Mapping[str, UnitStateLike] | None = None,
+                 triggers: Mapping[str, str] | None = None,
+                 guarded: tuple[str, ...] | None = None, marked: tuple[str, ...] = ()) -> None:
+        _set(self, "active_before", {} if active_before is None else active_before)
+        _set(self, "states", {} if states is None else states)
+        _set(self, "triggers", {} if triggers is None else triggers)
+        _set(self, "guarded", guarded)
+        _set(self, "marked", marked)
 
 
 _UNIT_DIR_SCOPES = {"/" + d + "/": scope for scope, dirs in VENDOR_DIRS.items() for d in dirs}

@@ -32,16 +32,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
 from . import guards, report
 from .config import NEVER, RELOAD, RESTART, Config, config_paths, load_config
 from .host import is_live
+from .records import Record
 from .snapshot import take_snapshot
 from .systemctl import CommandError, Systemctl
 from .units import SYSTEM, UnitKey, template_of
+
+_set = object.__setattr__
 
 NEEDS_RESTART = "needs-restart"
 NEEDS_RELOAD = "needs-reload"
@@ -49,21 +51,30 @@ CONFIG_DIR = Path("/etc/dnf/plugins")
 CONFIG_NAME = "libvirt-units.conf"
 
 
-@dataclass(frozen=True)
-class UnitMarks:
+class UnitMarks(Record):
     """What the manager says about one unit (`systemctl show -p Id,Markers,NeedDaemonReload`)."""
 
-    markers: frozenset[str] = frozenset()
-    need_daemon_reload: bool = False
+    __slots__ = ("markers", "need_daemon_reload")
+    markers: frozenset[str]
+    need_daemon_reload: bool
+
+    def __init__(self, markers: frozenset[str] = frozenset(), need_daemon_reload: bool = False) -> None:
+        _set(self, "markers", markers)
+        _set(self, "need_daemon_reload", need_daemon_reload)
 
 
-@dataclass(frozen=True)
-class MarkerChange:
+class MarkerChange(Record):
     """Remove the restart/reload marks of `unit`; `reload`: reload it here, nobody else will."""
 
+    __slots__ = ("unit", "reload", "reason")
     unit: str
     reload: bool
     reason: str
+
+    def __init__(self, unit: str, reload: bool, reason: str) -> None:
+        _set(self, "unit", unit)
+        _set(self, "reload", reload)
+        _set(self, "reason", reason)
 
 
 def plan_marker_changes(marks: Mapping[str, UnitMarks], config: Config,

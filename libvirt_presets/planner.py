@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, Protocol
 
 from .config import NEVER, RELOAD, RESTART, Config, is_file_trigger
@@ -44,6 +43,7 @@ from .facts import (
     UnitStateLike,
     units_in_files,
 )
+from .records import Record
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
 
@@ -51,50 +51,89 @@ from .units import SYSTEM, UnitKey
 GUARDED_TYPES = (".service", ".socket", ".path", ".timer")
 NOTIFY_RELOAD = "notify-reload"  # reloads by signal, not ExecReload=: its reloads are left alone
 
+_set = object.__setattr__
 
-@dataclass(frozen=True)
-class UnitPlan:
+
+class UnitPlan(Record):
     """One report row: what happens to a unit and why."""
 
+    __slots__ = ("unit", "package_before", "package_after", "actions", "reasons")
     unit: UnitKey
     package_before: str | None
     package_after: str | None
     actions: tuple[str, ...]
     reasons: tuple[str, ...]
 
+    def __init__(self, unit: UnitKey, package_before: str | None, package_after: str | None,
+                 actions: tuple[str, ...], reasons: tuple[str, ...]) -> None:
+        _set(self, "unit", unit)
+        _set(self, "package_before", package_before)
+        _set(self, "package_after", package_after)
+        _set(self, "actions", actions)
+        _set(self, "reasons", reasons)
 
-@dataclass(frozen=True)
-class LiveActions:
+
+class LiveActions(Record):
     """What to ask the running manager for. `restart` and `start` go in one `systemctl restart`
     (a restart starts a stopped unit), `reload` in one `reload-or-restart`, `stop` in one stop."""
 
-    guard: tuple[str, ...] = ()
-    quiet_reload: tuple[str, ...] = ()  # guarded services whose reloads are no-ops while rpm runs
-    restart: tuple[str, ...] = ()
-    reload: tuple[str, ...] = ()
-    start: tuple[str, ...] = ()
-    stop: tuple[str, ...] = ()
-    unmark: tuple[str, ...] = ()  # restart marks taken off, so no later `--marked` restarts them
-    skipped: Mapping[str, str] = field(default_factory=dict)  # service -> why not
+    __slots__ = ("guard", "quiet_reload", "restart", "reload", "start", "stop", "unmark", "skipped")
+    guard: tuple[str, ...]
+    quiet_reload: tuple[str, ...]  # guarded services whose reloads are no-ops while rpm runs
+    restart: tuple[str, ...]
+    reload: tuple[str, ...]
+    start: tuple[str, ...]
+    stop: tuple[str, ...]
+    unmark: tuple[str, ...]  # restart marks taken off, so no later `--marked` restarts them
+    skipped: Mapping[str, str]  # service -> why not
+
+    def __init__(self, guard: tuple[str, ...] = (), quiet_reload: tuple[str, ...] = (),
+                 restart: tuple[str, ...] = (), reload: tuple[str, ...] = (), start: tuple[str, ...] = (),
+                 stop: tuple[str, ...] = (), unmark: tuple[str, ...] = (),
+                 skipped: Mapping[str, str] | None = None) -> None:
+        _set(self, "guard", guard)
+        _set(self, "quiet_reload", quiet_reload)
+        _set(self, "restart", restart)
+        _set(self, "reload", reload)
+        _set(self, "start", start)
+        _set(self, "stop", stop)
+        _set(self, "unmark", unmark)
+        _set(self, "skipped", {} if skipped is None else skipped)
 
     @property
     def restart_batch(self) -> tuple[str, ...]:
         return tuple(sorted(self.restart + self.start))
 
 
-@dataclass(frozen=True)
-class Plan:
-    presets: tuple[UnitKey, ...] = ()
+_NO_LIVE_ACTIONS = LiveActions()
+
+
+class Plan(Record):
+    __slots__ = ("presets", "kept", "kept_links", "restarts", "reloads", "daemon_reload", "live", "rows")
+    presets: tuple[UnitKey, ...]
     # pre-existing managed units whose enablement must end exactly as before
-    kept: tuple[UnitKey, ...] = ()
+    kept: tuple[UnitKey, ...]
     # the enablement links of `kept` before the transaction: the state to restore
-    kept_links: dict[str, str] = field(default_factory=dict)
+    kept_links: dict[str, str]
     # restart and reload candidates by policy: service -> package that triggered it
-    restarts: dict[str, str] = field(default_factory=dict)
-    reloads: dict[str, str] = field(default_factory=dict)
-    daemon_reload: bool = False
-    live: LiveActions = LiveActions()
-    rows: tuple[UnitPlan, ...] = ()
+    restarts: dict[str, str]
+    reloads: dict[str, str]
+    daemon_reload: bool
+    live: LiveActions
+    rows: tuple[UnitPlan, ...]
+
+    def __init__(self, presets: tuple[UnitKey, ...] = (), kept: tuple[UnitKey, ...] = (),
+                 kept_links: dict[str, str] | None = None, restarts: dict[str, str] | None = None,
+                 reloads: dict[str, str] | None = None, daemon_reload: bool = False,
+                 live: LiveActions = _NO_LIVE_ACTIONS, rows: tuple[UnitPlan, ...] = ()) -> None:
+        _set(self, "presets", presets)
+        _set(self, "kept", kept)
+        _set(self, "kept_links", {} if kept_links is None else kept_links)
+        _set(self, "restarts", {} if restarts is None else restarts)
+        _set(self, "reloads", {} if reloads is None else reloads)
+        _set(self, "daemon_reload", daemon_reload)
+        _set(self, "live", live)
+        _set(self, "rows", rows)
 
     @property
     def triggers(self) -> dict[str, str]:
@@ -359,12 +398,16 @@ def plan_transaction(
     )
 
 
-@dataclass(frozen=True)
-class LinkRepair:
+class LinkRepair(Record):
     """Make `link` point at `target`, or remove it when `target` is None."""
 
+    __slots__ = ("link", "target")
     link: str
     target: str | None
+
+    def __init__(self, link: str, target: str | None) -> None:
+        _set(self, "link", link)
+        _set(self, "target", target)
 
 
 def link_repairs(wanted: dict[str, str], now: dict[str, str], units: set[UnitKey]) -> list[LinkRepair]:

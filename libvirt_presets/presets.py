@@ -32,13 +32,15 @@ import functools
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .records import Record
 from .snapshot import resolve_in_root
 from .systemctl import default_binary
 from .units import SYSTEM, UNIT_TYPES, USER
+
+_set = object.__setattr__
 
 # The directories systemd reads, highest priority first (CONF_PATHS / CONF_PATHS_USR in
 # src/basic/def.h). Builds with split-usr (Debian 12 and older) also read /lib for the system
@@ -101,23 +103,29 @@ _VALID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 _LINE = re.compile(r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?")
 
 
-@dataclass(frozen=True)
-class PresetRule:
+class PresetRule(Record):
     """One `enable`/`disable`/`ignore` line, and where it is, so a decision can point at it."""
 
+    __slots__ = ("action", "pattern", "instances", "path", "line")
     action: str
     pattern: str
     instances: tuple[str, ...]
     path: str
     line: int
 
+    def __init__(self, action: str, pattern: str, instances: tuple[str, ...], path: str, line: int) -> None:
+        _set(self, "action", action)
+        _set(self, "pattern", pattern)
+        _set(self, "instances", instances)
+        _set(self, "path", path)
+        _set(self, "line", line)
+
     def __str__(self) -> str:
         words = " ".join((self.action, self.pattern, *self.instances)).rstrip()
         return f"`{words}` in {self.path}:{self.line}"
 
 
-@dataclass(frozen=True)
-class PresetDecision:
+class PresetDecision(Record):
     """What `systemctl preset UNIT` does, and the rule that says so.
 
     `instances` are the instance units enabled in place of a template; empty means the unit
@@ -125,11 +133,20 @@ class PresetDecision:
     changes nothing: either an `ignore` rule says so, or `problem` says why it fails.
     """
 
+    __slots__ = ("unit", "action", "rule", "instances", "problem")
     unit: str
     action: str
     rule: PresetRule | None
-    instances: tuple[str, ...] = ()
-    problem: str = ""
+    instances: tuple[str, ...]
+    problem: str
+
+    def __init__(self, unit: str, action: str, rule: PresetRule | None, instances: tuple[str, ...] = (),
+                 problem: str = "") -> None:
+        _set(self, "unit", unit)
+        _set(self, "action", action)
+        _set(self, "rule", rule)
+        _set(self, "instances", instances)
+        _set(self, "problem", problem)
 
     @property
     def reason(self) -> str:
@@ -138,18 +155,25 @@ class PresetDecision:
         return str(self.rule) if self.rule else NO_RULE_REASON
 
 
-@dataclass(frozen=True)
-class PresetSet:
+class PresetSet(Record):
     """All rules of one scope in the order systemd tries them; the first match wins.
 
     `fatal` is set when systemctl would refuse every preset of this scope (it cannot read a
     preset file); `problems` also lists the lines it skips.
     """
 
+    __slots__ = ("rules", "problems", "fatal", "systemd_version")
     rules: tuple[PresetRule, ...]
     problems: tuple[str, ...]
-    fatal: str = ""
-    systemd_version: int = OLDEST_SYSTEMD  # whose rules these are
+    fatal: str
+    systemd_version: int  # whose rules these are
+
+    def __init__(self, rules: tuple[PresetRule, ...], problems: tuple[str, ...], fatal: str = "",
+                 systemd_version: int = OLDEST_SYSTEMD) -> None:
+        _set(self, "rules", rules)
+        _set(self, "problems", problems)
+        _set(self, "fatal", fatal)
+        _set(self, "systemd_version", systemd_version)
 
     def decide(self, unit_name: str) -> PresetDecision:
         """The first rule that matches decides; ValueError for a name systemd refuses too."""

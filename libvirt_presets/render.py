@@ -9,22 +9,32 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from .checks import Problem
 from .planner import Plan, UnitPlan
+from .records import Record
+
+_set = object.__setattr__
 
 WIDTH = 100  # columns of what people read (tables, summaries), as a terminal shows them unwrapped
 
 
-@dataclass(frozen=True)
-class UnitStatus:
+class UnitStatus(Record):
+    __slots__ = ("row", "enablement", "preset", "preset_reason", "active")
     row: UnitPlan
-    enablement: str = ""
-    preset: str = ""
-    preset_reason: str = ""
-    active: str | None = None
+    enablement: str
+    preset: str
+    preset_reason: str
+    active: str | None
+
+    def __init__(self, row: UnitPlan, enablement: str = "", preset: str = "", preset_reason: str = "",
+                 active: str | None = None) -> None:
+        _set(self, "row", row)
+        _set(self, "enablement", enablement)
+        _set(self, "preset", preset)
+        _set(self, "preset_reason", preset_reason)
+        _set(self, "active", active)
 
     @property
     def drift(self) -> bool:
@@ -139,13 +149,15 @@ def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 
 
-@dataclass
 class Table:
     """Columns padded to their widest cell; the last column is wrapped so that no line is longer
     than WIDTH (its continuation lines start under it)."""
 
-    headers: Sequence[str]
-    rows: list[Sequence[str]] = field(default_factory=list)
+    __slots__ = ("headers", "rows")
+
+    def __init__(self, headers: Sequence[str], rows: list[Sequence[str]] | None = None) -> None:
+        self.headers = headers
+        self.rows: list[Sequence[str]] = [] if rows is None else rows
 
     def __str__(self) -> str:
         widths = [max(len(str(c)) for c in col) for col in zip(self.headers, *self.rows)]

@@ -8,11 +8,13 @@ Incoming file lists come from repository metadata (filelists are loaded on purpo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import facts
+from .records import Record
+
+_set = object.__setattr__
 
 TRANSACTIONS = ("upgrade", "install", "remove")
 
@@ -21,15 +23,26 @@ class ResolveError(RuntimeError):
     """The transaction cannot be resolved (one line for the user)."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Record):
+    __slots__ = ("root", "verb", "packages", "repofrompath", "repos", "releasever", "cacheonly")
     root: Path
     verb: str  # one of TRANSACTIONS
-    packages: tuple[str, ...] = ()
-    repofrompath: tuple[tuple[str, str], ...] = ()  # (id, path or URL) extra repositories
-    repos: tuple[str, ...] = ()  # only these repositories (default: every enabled one)
-    releasever: str | None = None
-    cacheonly: bool = False
+    packages: tuple[str, ...]
+    repofrompath: tuple[tuple[str, str], ...]  # (id, path or URL) extra repositories
+    repos: tuple[str, ...]  # only these repositories (default: every enabled one)
+    releasever: str | None
+    cacheonly: bool
+
+    def __init__(self, root: Path, verb: str, packages: tuple[str, ...] = (),
+                 repofrompath: tuple[tuple[str, str], ...] = (), repos: tuple[str, ...] = (),
+                 releasever: str | None = None, cacheonly: bool = False) -> None:
+        _set(self, "root", root)
+        _set(self, "verb", verb)
+        _set(self, "packages", packages)
+        _set(self, "repofrompath", repofrompath)
+        _set(self, "repos", repos)
+        _set(self, "releasever", releasever)
+        _set(self, "cacheonly", cacheonly)
 
 
 def available() -> str | None:

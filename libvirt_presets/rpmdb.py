@@ -7,12 +7,14 @@ default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from .gate import transaction_set
+from .records import Record
 from .units import UnitKey
+
+_set = object.__setattr__
 
 
 def _ts(root: Path):  # noqa: ANN202 - rpm has no type stubs
@@ -79,10 +81,10 @@ def installed_nevras(root: Path) -> set[str]:
         ts.closeDB()
 
 
-@dataclass(frozen=True)
-class InstalledPackage:
+class InstalledPackage(Record):
     """One package as the rpmdb holds it (for transactions nobody described to us)."""
 
+    __slots__ = ("name", "nevra", "epoch", "version", "release", "arch", "files", "obsoletes")
     name: str
     nevra: str
     epoch: str | None
@@ -91,6 +93,17 @@ class InstalledPackage:
     arch: str
     files: frozenset[str]
     obsoletes: frozenset[str]  # names this package obsoletes
+
+    def __init__(self, name: str, nevra: str, epoch: str | None, version: str, release: str, arch: str,
+                 files: frozenset[str], obsoletes: frozenset[str]) -> None:
+        _set(self, "name", name)
+        _set(self, "nevra", nevra)
+        _set(self, "epoch", epoch)
+        _set(self, "version", version)
+        _set(self, "release", release)
+        _set(self, "arch", arch)
+        _set(self, "files", files)
+        _set(self, "obsoletes", obsoletes)
 
 
 def installed_stamps(root: Path) -> dict[str, int]:

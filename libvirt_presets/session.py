@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Collection, Iterable
 
@@ -52,21 +51,25 @@ def checkpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@dataclass
 class Pending:
     """Everything known before rpm ran."""
 
-    root: Path
-    config: Config
-    live: bool
-    before: Snapshot
-    facts: TransactionFacts
-    # unit -> invocation ID of the units active before rpm ran (live hosts only)
-    invocations_before: dict[str, str]
-    # the journal as written: facts plus the steps already done
-    record: dict = field(default_factory=dict)
-    # takes the guards down if dnf dies before finish() does (watch.py)
-    watcher: subprocess.Popen[bytes] | None = None
+    __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "record", "watcher")
+
+    def __init__(self, root: Path, config: Config, live: bool, before: Snapshot, facts: TransactionFacts,
+                 invocations_before: dict[str, str], record: dict | None = None,
+                 watcher: subprocess.Popen[bytes] | None = None) -> None:
+        self.root = root
+        self.config = config
+        self.live = live
+        self.before = before
+        self.facts = facts
+        # unit -> invocation ID of the units active before rpm ran (live hosts only)
+        self.invocations_before = invocations_before
+        # the journal as written: facts plus the steps already done
+        self.record: dict = {} if record is None else record
+        # takes the guards down if dnf dies before finish() does (watch.py)
+        self.watcher = watcher
 
 
 def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
@@ -126,7 +129,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
         guarded = tuple(pending.record.get("guards", []))
         live = read_live_facts(pending.root, after, _managed(after, pending.config),
                                pending.invocations_before, guarded)
-        live = replace(live, marked=still_marked(pending.root, pending.config, guarded))
+        live = live.replace(marked=still_marked(pending.root, pending.config, guarded))
     plan = plan_transaction(pending.before, after.present, facts, pending.config, presets, live)
     # Bad lines in the preset files matter when a preset is applied: one warning line each, once.
     scopes = sorted({unit.scope for unit in plan.presets})

@@ -12,11 +12,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from .facts import LiveFacts, ServiceState
+from .records import Record
 from .units import (
     ADMIN_DIRS,
     ENABLEMENT_DIRS,
@@ -28,18 +28,27 @@ from .units import (
     template_of,
 )
 
+_set = object.__setattr__
 
-@dataclass(frozen=True)
-class Snapshot:
+
+class Snapshot(Record):
     """Unit files and enablement links of one root at one moment."""
 
+    __slots__ = ("units", "links", "problems", "admin_units")
     # unit -> path of its vendor unit file, relative to the root (e.g. usr/lib/systemd/system/x.service)
-    units: dict[UnitKey, str] = field(default_factory=dict)
+    units: dict[UnitKey, str]
     # enablement symlink (relative to the root) -> its target, exactly as readlink() gives it
-    links: dict[str, str] = field(default_factory=dict)
-    problems: tuple[str, ...] = ()
+    links: dict[str, str]
+    problems: tuple[str, ...]
     # unit -> the admin's own unit file (/etc, /run, /usr/local/lib; relative to the root)
-    admin_units: dict[UnitKey, str] = field(default_factory=dict)
+    admin_units: dict[UnitKey, str]
+
+    def __init__(self, units: dict[UnitKey, str] | None = None, links: dict[str, str] | None = None,
+                 problems: tuple[str, ...] = (), admin_units: dict[UnitKey, str] | None = None) -> None:
+        _set(self, "units", {} if units is None else units)
+        _set(self, "links", {} if links is None else links)
+        _set(self, "problems", problems)
+        _set(self, "admin_units", {} if admin_units is None else admin_units)
 
     @property
     def present(self) -> set[UnitKey]:

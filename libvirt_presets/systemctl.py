@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -104,19 +103,24 @@ def _checked_units(units: Sequence[str]) -> list[str]:
     return list(units)
 
 
-@dataclass
 class UnitState:
     """The few manager properties the restart decision needs (systemctl show)."""
 
-    name: str
-    load_state: str = ""
-    active_state: str = ""
-    type: str = ""
-    refuse_manual_stop: bool = False
-    main_pid: int = 0
-    invocation_id: str = ""
-    # result of the last reload ("success", "exit-code", ...; reset when a reload begins)
-    reload_result: str = ""
+    __slots__ = ("name", "load_state", "active_state", "type", "refuse_manual_stop", "main_pid", "invocation_id",
+                 "reload_result")
+
+    def __init__(self, name: str, load_state: str = "", active_state: str = "", type: str = "",
+                 refuse_manual_stop: bool = False, main_pid: int = 0, invocation_id: str = "",
+                 reload_result: str = "") -> None:
+        self.name = name
+        self.load_state = load_state
+        self.active_state = active_state
+        self.type = type
+        self.refuse_manual_stop = refuse_manual_stop
+        self.main_pid = main_pid
+        self.invocation_id = invocation_id
+        # result of the last reload ("success", "exit-code", ...; reset when a reload begins)
+        self.reload_result = reload_result
 
 
 UNMARK = "-needs-restart -needs-reload"  # systemctl set-property UNIT Markers=...
@@ -148,17 +152,23 @@ def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
     return states
 
 
-@dataclass
+_ROOT = Path("/")
+
+
 class Systemctl:
     """systemctl bound to one root: offline (`--root`) for an installroot, live for `/`."""
 
-    root: Path = Path("/")
-    binary: str = field(default_factory=default_binary)
-    timeout: float = field(default_factory=default_timeout)
-    calls: list[list[str]] = field(default_factory=list)
-    # Why systemctl cannot be used at all (missing, hung), with the exit status we gave it:
-    # later calls fail at once, so a hung systemctl costs one timeout, not one per unit.
-    unusable: tuple[int, str] | None = None
+    __slots__ = ("root", "binary", "timeout", "calls", "unusable")
+
+    def __init__(self, root: Path = _ROOT, binary: str | None = None, timeout: float | None = None,
+                 calls: list[list[str]] | None = None, unusable: tuple[int, str] | None = None) -> None:
+        self.root = root
+        self.binary = default_binary() if binary is None else binary
+        self.timeout = default_timeout() if timeout is None else timeout
+        self.calls: list[list[str]] = [] if calls is None else calls
+        # Why systemctl cannot be used at all (missing, hung), with the exit status we gave it:
+        # later calls fail at once, so a hung systemctl costs one timeout, not one per unit.
+        self.unusable = unusable
 
     @property
     def offline(self) -> bool:

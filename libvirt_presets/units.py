@@ -9,8 +9,11 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from dataclasses import dataclass
 from typing import Iterable, NamedTuple
+
+from .records import Record
+
+_set = object.__setattr__
 
 SYSTEM = "system"
 USER = "user"
@@ -110,11 +113,14 @@ def _matcher(globs: tuple[str, ...]) -> _Matcher:
     return _Matcher(literals, re.compile("|".join(wild)) if wild else None)
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(Record):
     """Which units the plugin manages: globs over unit names (both system and user scope)."""
 
-    globs: tuple[str, ...] = DEFAULT_UNIT_GLOBS
+    __slots__ = ("globs",)
+    globs: tuple[str, ...]
+
+    def __init__(self, globs: tuple[str, ...] = DEFAULT_UNIT_GLOBS) -> None:
+        _set(self, "globs", globs)
 
     def __contains__(self, name: object) -> bool:
         if isinstance(name, UnitKey):

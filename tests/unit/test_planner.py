@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from libvirt_presets.config import Config, parse_config
@@ -348,7 +346,7 @@ def test_restart_marks_the_guard_kept_are_taken_off_reload_policy_services_only(
     assert plan.live.unmark == ("virtlogd.service",)
     assert plan.live.reload == ("virtlogd.service",) and plan.live.restart == ("libvirtd.service",)
     assert {r.unit.name: r.actions for r in plan.rows}["virtlogd.service"] == ("keep", "guard", "reload", "unmark")
-    unguarded = replace(live, guarded=())
+    unguarded = live.replace(guarded=())
     assert plan_transaction(before, set(before.units), tx, Config(), live=unguarded).live.unmark == ()
 
 

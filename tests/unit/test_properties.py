@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import string
-from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -318,13 +317,13 @@ def test_the_journal_keeps_every_file_a_plan_depends_on(tx, extra):
     """begin() journals only unit files and trigger-named files: a plan from the journal's
     facts (what resume() sees) must equal the plan from the full facts (what finish() sees)."""
     before, after, facts, config, live = tx
-    full = TransactionFacts(tuple(replace(c, files=c.files | extra[i]) for i, c in enumerate(facts.changes)),
+    full = TransactionFacts(tuple(c.replace(files=c.files | extra[i]) for i, c in enumerate(facts.changes)),
                             facts.owners_before)
     record = json.loads(json.dumps(journal.encode(before, full, live=live, invocations={}, rpmdb_cookie=None,
                                                   done=[], keep_file=files_that_matter(config))))
     _, journaled, _ = journal.decode(record)
     # resume() learns `done` from the rpmdb, not from the journal: carry it over
-    journaled = TransactionFacts(tuple(replace(j, done=f.done) for j, f in zip(journaled.changes, full.changes)),
+    journaled = TransactionFacts(tuple(j.replace(done=f.done) for j, f in zip(journaled.changes, full.changes)),
                                  journaled.owners_before)
     assert plan_transaction(before, after, journaled, config, live=live_facts(live)) == \
         plan_transaction(before, after, full, config, live=live_facts(live))

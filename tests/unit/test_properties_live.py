@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -308,8 +307,8 @@ def test_the_live_plan_is_the_same_whatever_the_order_of_the_facts(tx, rng):
     units = shuffled(before.units)
     after_list = sorted(after)
     rng.shuffle(after_list)
-    live2 = replace(live, active_before=shuffled(live.active_before), states=shuffled(live.states),
-                    triggers=shuffled(live.triggers))
+    live2 = live.replace(active_before=shuffled(live.active_before), states=shuffled(live.states),
+                         triggers=shuffled(live.triggers))
     facts2 = TransactionFacts(facts.changes, shuffled(facts.owners_before))
     assert plan_transaction(Snapshot(units=units), set(after_list), facts2, config, live=live2) == plan
 
@@ -320,8 +319,8 @@ def test_the_dry_run_and_the_run_agree_when_the_guards_hold(tx):
     begin() placed and no triggers (read_live_facts reads them only while guards are to choose):
     with the same states, every live action and every row is the same."""
     before, after, facts, config, live = tx
-    dry = plan_transaction(before, after, facts, config, live=replace(live, guarded=None))
-    run = plan_transaction(before, after, facts, config, live=replace(live, guarded=dry.live.guard, triggers={}))
+    dry = plan_transaction(before, after, facts, config, live=live.replace(guarded=None))
+    run = plan_transaction(before, after, facts, config, live=live.replace(guarded=dry.live.guard, triggers={}))
     assert run.live == dry.live
     assert run.rows == dry.rows
 
