@@ -481,9 +481,26 @@ def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], repo
 # -- main ------------------------------------------------------------------------------------
 
 
-def callgrind_totals(out_dir: Path) -> dict[str, int]:
-    """Instructions per traced program (callgrind's `totals:`), summed over its processes."""
-    totals: dict[str, int] = {}
+# PYTHONHASHSEED pins set/dict order, the one Python-level source of drift between runs; the
+# plugin runs the real systemctl (not the PATH wrapper, a shell), so that it is traced.
+CALLGRIND_ENV = {"PYTHONHASHSEED": "0", "LIBVIRT_UNITS_SYSTEMCTL": "/usr/bin/systemctl"}
+SHELLS = "/bin/sh,/usr/bin/sh,/bin/bash,/usr/bin/bash,/bin/dash,/usr/bin/dash"
+
+
+def callgrind_wrap(out_dir: Path, scriptlets: bool = False) -> list[str]:
+    """valgrind's argv before dnf's: every process dnf starts is traced (one cg.PID file each),
+    except the shells (rpm's scriptlets, chrooted: valgrind cannot start there without
+    valgrind_in_root) unless `scriptlets`."""
+    wrap = ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", "--trace-children=yes",
+            f"--callgrind-out-file={out_dir}/cg.%p"]
+    if not scriptlets:
+        wrap.insert(-1, f"--trace-children-skip={SHELLS}")
+    return wrap
+
+
+def callgrind_processes(out_dir: Path) -> list[tuple[str, int]]:
+    """(program, instructions) of every traced process: "systemctl" or "dnf" (callgrind's `totals:`)."""
+    found = []
     for path in out_dir.glob("cg.*"):
         program, total = "?", 0
         for line in path.read_text(errors="replace").splitlines():
@@ -492,6 +509,14 @@ def callgrind_totals(out_dir: Path) -> dict[str, int]:
             elif line.startswith(("totals:", "summary:")):
                 total = int(line.split()[1])
                 break
+        found.append((program, total))
+    return found
+
+
+def callgrind_totals(out_dir: Path) -> dict[str, int]:
+    """Instructions per traced program, summed over its processes."""
+    totals: dict[str, int] = {}
+    for program, total in callgrind_processes(out_dir):
         totals[program] = totals.get(program, 0) + total
     return totals
 
@@ -543,14 +568,9 @@ def bench_instructions(args: argparse.Namespace, trees: list[Path], report: Repo
     scriptlets = args.with_scriptlets
     # Without --with-scriptlets the scriptlets (/bin/sh, chrooted into the root) run natively:
     # valgrind cannot start inside a chroot that lacks it and /proc. The plugin's systemctl is
-    # traced: it is the plugin's cost. PYTHONHASHSEED pins set/dict order, the one Python-level
-    # source of drift.
-    wrap = ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", "--trace-children=yes",
-            f"--callgrind-out-file={out_dir}/cg.%p"]
-    if not scriptlets:
-        wrap.insert(-1, "--trace-children-skip=/bin/sh,/usr/bin/sh,/bin/bash,/usr/bin/bash,/bin/dash,"
-                        "/usr/bin/dash")
-    extra_env = {"PYTHONHASHSEED": "0", "LIBVIRT_UNITS_SYSTEMCTL": "/usr/bin/systemctl"}
+    # traced: it is the plugin's cost.
+    wrap = callgrind_wrap(out_dir, scriptlets)
+    extra_env = CALLGRIND_ENV
     this, *other = trees
     variants = [("off", None, args.instruction_runs), ("on", this, args.instruction_runs)]
     variants += [("on (compare)", t, 1) for t in other]
