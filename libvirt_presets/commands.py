@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
 
 from . import rpmdb, state
 from .checks import Problem, find_problems
@@ -20,6 +19,10 @@ from .render import UnitStatus
 from .snapshot import Snapshot, link_units, read_invocations, read_live_facts, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 
 def preset_sets(root: Path) -> dict:

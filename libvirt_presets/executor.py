@@ -10,13 +10,16 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from . import report
 from .planner import LinkRepair, Plan
 from .snapshot import link_scope, resolve_in_root
 from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
 
 
 class Outcome:

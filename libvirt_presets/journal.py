@@ -12,12 +12,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 from . import report, state
 from .facts import PackageChange, TransactionFacts
 from .snapshot import Snapshot
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 PENDING = state.PENDING
 # "live-reload" is marked before the reload batch runs: a reload leaves no trace the planner

@@ -33,7 +33,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 from . import guards, report
 from .config import NEVER, RELOAD, RESTART, Config, config_paths, load_config
@@ -42,6 +41,10 @@ from .records import Record
 from .snapshot import take_snapshot
 from .systemctl import CommandError, Systemctl
 from .units import SYSTEM, UnitKey, template_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Collection, Mapping, Sequence
 
 _set = object.__setattr__
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from typing import Any, Iterable, Sequence
 
 from .checks import Problem
 from .planner import Plan, UnitPlan
 from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Sequence
 
 _set = object.__setattr__
 

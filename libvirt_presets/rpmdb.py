@@ -8,11 +8,14 @@ default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 from .gate import transaction_set
 from .records import Record
 from .units import UnitKey
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 _set = object.__setattr__
 

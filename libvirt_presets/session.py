@@ -13,7 +13,6 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator
 
 from . import executor, journal, render, report, rpmdb, state
 from . import guards as runtime_guards
@@ -36,6 +35,8 @@ from .units import SYSTEM, USER, UnitKey
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Callable, Collection, Iterable, Iterator
+
     from .presets import PresetSet
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
