@@ -17,6 +17,7 @@ from typing import Iterable
 
 from . import gate
 from .records import Record
+from .report import printable as _printable
 from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
 
 _set = object.__setattr__
@@ -91,13 +92,6 @@ class Config(Record):
 
 def _split(value: str) -> list[str]:
     return value.replace(",", " ").split()
-
-
-def _printable(text: str) -> str:
-    """`text` with every control or undecodable character escaped: a problem stays one line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _lines(text: str) -> list[str]:

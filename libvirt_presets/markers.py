@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
 from . import guards, report
-from .config import NEVER, RELOAD, RESTART, Config, config_paths, load_config
+from .config import CONFIG_PATH, NEVER, RELOAD, RESTART, Config, config_paths, load_config
+from .gate import DROPIN_DIR
 from .host import is_live
 from .records import Record
 from .snapshot import take_snapshot
@@ -47,8 +48,8 @@ _set = object.__setattr__
 
 NEEDS_RESTART = "needs-restart"
 NEEDS_RELOAD = "needs-reload"
-CONFIG_DIR = Path("/etc/dnf/plugins")
-CONFIG_NAME = "libvirt-units.conf"
+CONFIG_DIR = CONFIG_PATH.parent
+CONFIG_NAME = CONFIG_PATH.name
 
 
 class UnitMarks(Record):
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Before systemd's `reload-or-restart --marked`: unmark the services whose "
                     "libvirt-units policy is reload or never, and reload the reload ones.")
     parser.add_argument("--conf-dir", type=Path, default=CONFIG_DIR,
-                        help=f"directory of {CONFIG_NAME} and libvirt-units.d/ (default: %(default)s)")
+                        help=f"directory of {CONFIG_NAME} and {DROPIN_DIR}/ (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config(config_paths(args.conf_dir / CONFIG_NAME))

@@ -17,6 +17,7 @@ from typing import Iterable
 
 from .facts import LiveFacts, ServiceState
 from .records import Record
+from .report import printable
 from .units import (
     ADMIN_DIRS,
     ENABLEMENT_DIRS,
@@ -185,18 +186,12 @@ def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
     return links
 
 
-def _printable(problem: str) -> str:
-    """Odd bytes in a path (surrogates) or control characters, escaped: one loggable line."""
-    return problem if problem.isprintable() else "".join(
-        c if c.isprintable() else repr(c)[1:-1] for c in problem)
-
-
 def take_snapshot(root: Path) -> Snapshot:
     problems: list[str] = []
     units = _scan_units(root, problems)
     admin = _scan_admin_units(root, problems)
     links = _scan_links(root, problems)
-    return Snapshot(units=units, links=links, problems=tuple(map(_printable, problems)), admin_units=admin)
+    return Snapshot(units=units, links=links, problems=tuple(map(printable, problems)), admin_units=admin)
 
 
 RUNTIME_UNITS_DIR = "run/systemd/units"

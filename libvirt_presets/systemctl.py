@@ -11,7 +11,6 @@ Test seams, read here and nowhere else: LIBVIRT_UNITS_SYSTEMCTL names the system
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import signal
@@ -20,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .report import log
 from .units import is_valid_unit_name
-
-log = logging.getLogger("dnf.plugin.libvirt-units")
 
 SYSTEMCTL_TIMEOUT = 90.0
 SYSTEMCTL_ENV = "LIBVIRT_UNITS_SYSTEMCTL"
