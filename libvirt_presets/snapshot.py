@@ -332,10 +332,22 @@ def _vendor_path(root: Path, name: str) -> str | None:
 
 
 def link_scope(link: str) -> str | None:
+    """The scope whose enablement directory `link` (relative to the root) is below, or None."""
     for scope, rel in ENABLEMENT_DIRS.items():
         if link.startswith(rel + "/"):
             return scope
     return None
+
+
+def plain_link_scope(link: str, target: str | None = None) -> str | None:
+    """link_scope() of a link as take_snapshot() records it: a plain relative path below an
+    enablement directory (no empty, `.` or `..` part), no NUL in it or in its target. None for
+    anything else: what a forged journal or a broken plan could name."""
+    if "\0" in link or (target is not None and "\0" in target):
+        return None
+    if any(part in ("", ".", "..") for part in link.split("/")):
+        return None
+    return link_scope(link)
 
 
 def link_units(link: str, target: str) -> set[UnitKey]:
