@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .records import Record
 from .snapshot import Snapshot, link_scope, read_unit_settings
-from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name
+from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name, parse_boolean
 
 _set = object.__setattr__
 
@@ -55,7 +55,7 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
             for address in settings.get(key, []):
                 listeners.setdefault((unit.scope, address), []).append(unit.name)
         service = (settings.get("Service") or [unit.name[: -len(".socket")] + ".service"])[-1]
-        if settings.get("Accept", ["no"])[-1] not in ("yes", "true", "1", "on"):
+        if not parse_boolean(settings.get("Accept", ["no"])[-1]):
             svc = UnitKey(unit.scope, service)
             etc = root / ENABLEMENT_DIRS[unit.scope] / service
             if svc not in snapshot.units and not etc.exists():

@@ -18,7 +18,7 @@ from typing import Iterable
 from . import gate
 from .records import Record
 from .report import printable as _printable
-from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
+from .units import DEFAULT_UNIT_GLOBS, FALSE_WORDS, TRUE_WORDS, Scope, is_glob_valid, is_valid_unit_name
 
 _set = object.__setattr__
 
@@ -48,8 +48,7 @@ def is_file_trigger(key: str) -> bool:
     return key.startswith("/")
 
 
-_BOOLS = {"1": True, "yes": True, "true": True, "on": True,
-          "0": False, "no": False, "false": False, "off": False}
+_BOOLS = {**dict.fromkeys(FALSE_WORDS, False), **dict.fromkeys(TRUE_WORDS, True)}  # units.parse_boolean's
 _MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts", "guard")
 _SECTIONS = ("main", "policy", "triggers")
 

@@ -26,6 +26,7 @@ from .units import (
     VENDOR_DIRS,
     UnitKey,
     is_valid_unit_name,
+    parse_boolean,
     template_of,
 )
 
@@ -291,7 +292,7 @@ def read_service_states(root: Path, services: list[str]) -> dict[str, ServiceSta
             load_state="loaded" if key in snap.units else "not-found",
             active_state="active" if service in invocations else "inactive",
             type=(settings.get("Type") or ["simple"])[-1],
-            refuse_manual_stop=(settings.get("RefuseManualStop") or ["no"])[-1] in ("yes", "true", "1", "on"),
+            refuse_manual_stop=parse_boolean((settings.get("RefuseManualStop") or ["no"])[-1]) is True,
             invocation_id=invocations.get(service, ""),
         )
     return states
