@@ -1,7 +1,8 @@
 """Applying a plan: the one module that changes the system, and decides nothing.
 
-What to do, and in which order, comes from the planner and session.finish(): this module sets
-links, runs the preset call and the live batches it is given, and reports what happened.
+What to do, and in which order, comes from the planner and session.finish() (links, then the
+preset call, then links again for what a new unit's Also= touched, then the live batches): this
+module sets the links, runs the preset call and the batches it is given, and reports what happened.
 """
 
 from __future__ import annotations
