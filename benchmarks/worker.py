@@ -239,7 +239,7 @@ def _fake_show(root: Path, argv: list[str]) -> str:
         except OSError:
             inv = ""
         blocks.append(f"Id={unit}\nLoadState=loaded\nActiveState=active\n"
-                      "Type=simple\nRefuseManualStop=no\nMainPID=1\n"
+                      "Type=simple\nRefuseManualStop=no\n"
                       f"InvocationID={inv}\nReloadResult=success")
     return "\n\n".join(blocks) + "\n"
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from libvirt_presets.config import Config
     from libvirt_presets.session import Pending
 
-logger = logging.getLogger("dnf.plugin.libvirt-units")
+logger = logging.getLogger(gate.LOGGER_NAME)
 
 MSG_FAILED = "libvirt-units: %s; the transaction goes on without per-unit handling"
 MSG_CONFIG = "libvirt-units: %s"

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from .records import Record
-from .snapshot import Snapshot, read_unit_settings
-from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name
+from .snapshot import Snapshot, link_scope, read_unit_settings
+from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name, parse_boolean
 
 _set = object.__setattr__
 
@@ -39,9 +39,9 @@ def enabled_units(snapshot: Snapshot) -> set[UnitKey]:
         if target == "/dev/null" or len(parts) < 5:
             continue
         if parts[-2].endswith((".wants", ".requires", ".upholds")):
-            for scope, rel in ENABLEMENT_DIRS.items():
-                if link.startswith(rel + "/"):
-                    enabled.add(UnitKey(scope, parts[-1]))
+            scope = link_scope(link)
+            if scope is not None:
+                enabled.add(UnitKey(scope, parts[-1]))
     return enabled
 
 
@@ -55,7 +55,7 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
             for address in settings.get(key, []):
                 listeners.setdefault((unit.scope, address), []).append(unit.name)
         service = (settings.get("Service") or [unit.name[: -len(".socket")] + ".service"])[-1]
-        if settings.get("Accept", ["no"])[-1] not in ("yes", "true", "1", "on"):
+        if not parse_boolean(settings.get("Accept", ["no"])[-1]):
             svc = UnitKey(unit.scope, service)
             etc = root / ENABLEMENT_DIRS[unit.scope] / service
             if svc not in snapshot.units and not etc.exists():
@@ -70,7 +70,7 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
     for link, target in sorted(snapshot.links.items()):
         name = os.path.basename(link)
         unit_name = name if is_valid_unit_name(name) else os.path.basename(target)
-        scope = next((s for s, rel in ENABLEMENT_DIRS.items() if link.startswith(rel + "/")), None)
+        scope = link_scope(link)
         if scope is None or UnitKey(scope, unit_name) not in managed or target == "/dev/null":
             continue
         base = root if os.path.isabs(target) else root / os.path.dirname(link)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import __version__, commands, host, journal, render, resolve, rpmdb, session, state
 from .config import CONFIG_PATH, Config, config_paths, load_config
-
-log = logging.getLogger("dnf.plugin.libvirt-units")
+from .gate import DROPIN_DIR
+from .report import log
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--root", metavar="DIR", default=Path("/"), type=root_dir,
                         help="act on the system installed in DIR, like rpm --root (default: /)")
     common.add_argument("--config", metavar="FILE", default=None, type=Path,
-                        help=f"configuration file, then FILE's directory/libvirt-units.d/*.conf "
+                        help=f"configuration file, then FILE's directory/{DROPIN_DIR}/*.conf "
                              f"(default: {CONFIG_PATH})")
     noise = common.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")

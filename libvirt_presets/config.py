@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import gate
 from .records import Record
-from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
+from .report import printable as _printable
+from .units import DEFAULT_UNIT_GLOBS, FALSE_WORDS, TRUE_WORDS, Scope, is_glob_valid, is_valid_unit_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,8 +51,7 @@ def is_file_trigger(key: str) -> bool:
     return key.startswith("/")
 
 
-_BOOLS = {"1": True, "yes": True, "true": True, "on": True,
-          "0": False, "no": False, "false": False, "off": False}
+_BOOLS = {**dict.fromkeys(FALSE_WORDS, False), **dict.fromkeys(TRUE_WORDS, True)}  # units.parse_boolean's
 _MAIN_KEYS = ("enabled", "units", "extra_units", "presets", "restarts", "guard")
 _SECTIONS = ("main", "policy", "triggers")
 
@@ -94,13 +94,6 @@ class Config(Record):
 
 def _split(value: str) -> list[str]:
     return value.replace(",", " ").split()
-
-
-def _printable(text: str) -> str:
-    """`text` with every control or undecodable character escaped: a problem stays one line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _lines(text: str) -> list[str]:

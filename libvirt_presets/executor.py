@@ -1,7 +1,8 @@
 """Applying a plan: the one module that changes the system, and decides nothing.
 
-What to do, and in which order, comes from the planner and session.finish(): this module sets
-links, runs the preset call and the live batches it is given, and reports what happened.
+What to do, and in which order, comes from the planner and session.finish() (links, then the
+preset call, then links again for what a new unit's Also= touched, then the live batches): this
+module sets the links, runs the preset call and the batches it is given, and reports what happened.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from . import report
 from .planner import LinkRepair, Plan
-from .snapshot import link_scope, resolve_in_root
+from .snapshot import link_scope, plain_link_scope, resolve_in_root
 from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 
@@ -101,10 +102,8 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     the root or out of it, is refused and never written through. OSError says why.
     """
     link, target = repair.link, repair.target
-    scope = link_scope(link)
-    parts = link.split("/")
-    if (scope is None or "\0" in link or (target is not None and "\0" in target)
-            or any(part in ("", ".", "..") for part in parts)):
+    scope = plain_link_scope(link, target)
+    if scope is None:
         raise OSError(f"{link!r} is not a path below an enablement directory; refused")
     top = resolve_in_root(root, ENABLEMENT_DIRS[scope])
     parent = resolve_in_root(root, os.path.dirname(link))
@@ -116,7 +115,7 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     below = os.path.relpath(os.path.dirname(link), ENABLEMENT_DIRS[scope])
     if parent != (top if below == "." else top.joinpath(*below.split("/"))):
         raise OSError(f"{root / os.path.dirname(link)} is a symlink to another directory; not written through")
-    path = parent / parts[-1]
+    path = parent / os.path.basename(link)
     if os.path.lexists(path) and not path.is_symlink():
         raise OSError(f"{path} is not a symlink; left alone")
     if target is None:

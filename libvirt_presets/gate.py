@@ -27,6 +27,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+# The logger of the plugins and the core (report.log): dnf shows "dnf.plugin.*" records. Here,
+# not in report.py, because the dnf plugins name it on every dnf command and import only this module.
+LOGGER_NAME = "dnf.plugin.libvirt-units"
 CONFIG_FILE = "/etc/dnf/plugins/libvirt-units.conf"
 DROPIN_DIR = "libvirt-units.d"
 # A configuration file is a few KiB; anything this big is not one (a device, a stray dump).

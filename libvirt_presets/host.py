@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TRUE_WORDS = ("1", "yes", "y", "true", "t", "on")
-FALSE_WORDS = ("0", "no", "n", "false", "f", "off")
+from .units import parse_boolean
 
 
 def _env_flag(name: str) -> bool | None:
     """systemd's getenv_bool(): True, False, or None when unset or not a boolean."""
-    value = os.environ.get(name, "").strip().lower()
-    return True if value in TRUE_WORDS else False if value in FALSE_WORDS else None
+    return parse_boolean(os.environ.get(name, "").strip())
 
 
 def in_chroot() -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from . import report, state
 from .facts import PackageChange, TransactionFacts
-from .snapshot import Snapshot
-from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
+from .snapshot import Snapshot, plain_link_scope
+from .units import SYSTEM, USER, UnitKey, is_valid_unit_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,12 +63,8 @@ def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations
 def _link(link: Any, target: Any) -> tuple[str, str]:
     """An enablement link as take_snapshot() records it: a plain relative path below
     etc/systemd/{system,user}, and a target without NUL; anything else is a forged journal."""
-    if not isinstance(link, str) or not isinstance(target, str) or "\0" in link + target:
+    if not isinstance(link, str) or not isinstance(target, str) or plain_link_scope(link, target) is None:
         raise JournalError(f"bad link {link!r} -> {target!r}")
-    parts = link.split("/")
-    if (not any(link.startswith(d + "/") for d in ENABLEMENT_DIRS.values())
-            or any(part in ("", ".", "..") for part in parts)):
-        raise JournalError(f"bad link {link!r}")
     return link, target
 
 

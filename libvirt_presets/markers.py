@@ -35,11 +35,12 @@ import sys
 from pathlib import Path
 
 from . import guards, report
-from .config import NEVER, RELOAD, RESTART, Config, config_paths, load_config
+from .config import CONFIG_PATH, NEVER, RELOAD, RESTART, Config, config_paths, load_config
+from .gate import DROPIN_DIR
 from .host import is_live
 from .records import Record
 from .snapshot import take_snapshot
-from .systemctl import CommandError, Systemctl
+from .systemctl import Systemctl
 from .units import SYSTEM, UnitKey, template_of
 
 TYPE_CHECKING = False
@@ -50,8 +51,8 @@ _set = object.__setattr__
 
 NEEDS_RESTART = "needs-restart"
 NEEDS_RELOAD = "needs-reload"
-CONFIG_DIR = Path("/etc/dnf/plugins")
-CONFIG_NAME = "libvirt-units.conf"
+CONFIG_DIR = CONFIG_PATH.parent
+CONFIG_NAME = CONFIG_PATH.name
 
 
 class UnitMarks(Record):
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Before systemd's `reload-or-restart --marked`: unmark the services whose "
                     "libvirt-units policy is reload or never, and reload the reload ones.")
     parser.add_argument("--conf-dir", type=Path, default=CONFIG_DIR,
-                        help=f"directory of {CONFIG_NAME} and libvirt-units.d/ (default: %(default)s)")
+                        help=f"directory of {CONFIG_NAME} and {DROPIN_DIR}/ (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config(config_paths(args.conf_dir / CONFIG_NAME))
@@ -226,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.warn(problem)
     try:
         convert_restart_markers(config)
-    except (CommandError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         report.warn(f"restart marks left as they are: {exc}")
     return 0  # an rpm trigger: never fail the transaction
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 import functools
 import logging
 
-log = logging.getLogger("dnf.plugin.libvirt-units")
+from .gate import LOGGER_NAME
+
+log = logging.getLogger(LOGGER_NAME)
 
 IDENTIFIER = "libvirt-units"
+
+
+def printable(text: str) -> str:
+    """`text` with every control or undecodable character (a surrogate) escaped: one log line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .facts import LiveFacts, ServiceState
 from .records import Record
+from .report import printable
 from .units import (
     ADMIN_DIRS,
     ENABLEMENT_DIRS,
@@ -24,6 +25,7 @@ from .units import (
     VENDOR_DIRS,
     UnitKey,
     is_valid_unit_name,
+    parse_boolean,
     template_of,
 )
 
@@ -188,18 +190,12 @@ def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
     return links
 
 
-def _printable(problem: str) -> str:
-    """Odd bytes in a path (surrogates) or control characters, escaped: one loggable line."""
-    return problem if problem.isprintable() else "".join(
-        c if c.isprintable() else repr(c)[1:-1] for c in problem)
-
-
 def take_snapshot(root: Path) -> Snapshot:
     problems: list[str] = []
     units = _scan_units(root, problems)
     admin = _scan_admin_units(root, problems)
     links = _scan_links(root, problems)
-    return Snapshot(units=units, links=links, problems=tuple(map(_printable, problems)), admin_units=admin)
+    return Snapshot(units=units, links=links, problems=tuple(map(printable, problems)), admin_units=admin)
 
 
 RUNTIME_UNITS_DIR = "run/systemd/units"
@@ -299,7 +295,7 @@ def read_service_states(root: Path, services: list[str]) -> dict[str, ServiceSta
             load_state="loaded" if key in snap.units else "not-found",
             active_state="active" if service in invocations else "inactive",
             type=(settings.get("Type") or ["simple"])[-1],
-            refuse_manual_stop=(settings.get("RefuseManualStop") or ["no"])[-1] in ("yes", "true", "1", "on"),
+            refuse_manual_stop=parse_boolean((settings.get("RefuseManualStop") or ["no"])[-1]) is True,
             invocation_id=invocations.get(service, ""),
         )
     return states
@@ -340,10 +336,22 @@ def _vendor_path(root: Path, name: str) -> str | None:
 
 
 def link_scope(link: str) -> str | None:
+    """The scope whose enablement directory `link` (relative to the root) is below, or None."""
     for scope, rel in ENABLEMENT_DIRS.items():
         if link.startswith(rel + "/"):
             return scope
     return None
+
+
+def plain_link_scope(link: str, target: str | None = None) -> str | None:
+    """link_scope() of a link as take_snapshot() records it: a plain relative path below an
+    enablement directory (no empty, `.` or `..` part), no NUL in it or in its target. None for
+    anything else: what a forged journal or a broken plan could name."""
+    if "\0" in link or (target is not None and "\0" in target):
+        return None
+    if any(part in ("", ".", "..") for part in link.split("/")):
+        return None
+    return link_scope(link)
 
 
 def link_units(link: str, target: str) -> set[UnitKey]:

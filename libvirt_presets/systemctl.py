@@ -11,7 +11,6 @@ Test seams, read here and nowhere else: LIBVIRT_UNITS_SYSTEMCTL names the system
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import signal
@@ -19,13 +18,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from .report import log
 from .units import is_valid_unit_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Sequence
-
-log = logging.getLogger("dnf.plugin.libvirt-units")
 
 SYSTEMCTL_TIMEOUT = 90.0
 SYSTEMCTL_ENV = "LIBVIRT_UNITS_SYSTEMCTL"
@@ -109,26 +107,23 @@ def _checked_units(units: Sequence[str]) -> list[str]:
 class UnitState:
     """The few manager properties the restart decision needs (systemctl show)."""
 
-    __slots__ = ("name", "load_state", "active_state", "type", "refuse_manual_stop", "main_pid", "invocation_id",
+    __slots__ = ("name", "load_state", "active_state", "type", "refuse_manual_stop", "invocation_id",
                  "reload_result")
 
     def __init__(self, name: str, load_state: str = "", active_state: str = "", type: str = "",
-                 refuse_manual_stop: bool = False, main_pid: int = 0, invocation_id: str = "",
-                 reload_result: str = "") -> None:
+                 refuse_manual_stop: bool = False, invocation_id: str = "", reload_result: str = "") -> None:
         self.name = name
         self.load_state = load_state
         self.active_state = active_state
         self.type = type
         self.refuse_manual_stop = refuse_manual_stop
-        self.main_pid = main_pid
         self.invocation_id = invocation_id
         # result of the last reload ("success", "exit-code", ...; reset when a reload begins)
         self.reload_result = reload_result
 
 
 UNMARK = "-needs-restart -needs-reload"  # systemctl set-property UNIT Markers=...
-SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "Type", "RefuseManualStop", "MainPID", "InvocationID",
-                   "ReloadResult")
+SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "Type", "RefuseManualStop", "InvocationID", "ReloadResult")
 
 
 def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
@@ -147,10 +142,6 @@ def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
         st.refuse_manual_stop = props.get("RefuseManualStop", "no") == "yes"
         st.invocation_id = props.get("InvocationID", "")
         st.reload_result = props.get("ReloadResult", "")
-        try:
-            st.main_pid = int(props.get("MainPID", "0") or 0)
-        except ValueError:
-            pass
         states[name] = st
     return states
 

@@ -1,4 +1,5 @@
-"""Unit names, unit scopes and where systemd keeps unit files and enablement links.
+"""Unit names, unit scopes, where systemd keeps unit files and enablement links, and its
+boolean words.
 
 Everything here is pure: names in, answers out. The unit-name grammar is the filter that
 keeps hostile names (spaces, quotes, `$()`, leading `-`, slashes) away from systemctl.
@@ -63,6 +64,17 @@ DAEMON_UNIT_SUFFIXES = (
 DEFAULT_UNIT_GLOBS = tuple(
     d + s for d in LIBVIRT_DAEMONS for s in DAEMON_UNIT_SUFFIXES
 ) + ("libvirt-guests.service",)
+
+# systemd's parse_boolean(): what unit files and $SYSTEMD_* variables accept, in any case.
+# The configuration takes the same words.
+TRUE_WORDS = ("1", "yes", "y", "true", "t", "on")
+FALSE_WORDS = ("0", "no", "n", "false", "f", "off")
+
+
+def parse_boolean(value: str) -> bool | None:
+    """True, False, or None when `value` is no boolean word (systemd's parse_boolean)."""
+    value = value.lower()
+    return True if value in TRUE_WORDS else False if value in FALSE_WORDS else None
 
 
 class UnitKey(tuple[str, str]):

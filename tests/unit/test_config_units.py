@@ -9,7 +9,7 @@ import pytest
 
 from libvirt_presets.config import DEFAULT_POLICIES, Config, load_config, parse_config
 from libvirt_presets.snapshot import take_snapshot
-from libvirt_presets.units import SYSTEM, USER, Scope, UnitKey, is_valid_unit_name, template_of
+from libvirt_presets.units import SYSTEM, USER, Scope, UnitKey, is_valid_unit_name, parse_boolean, template_of
 
 
 @pytest.mark.parametrize("name", [
@@ -113,3 +113,11 @@ def test_snapshot_reads_units_and_links_and_survives_odd_entries(tmp_path):
 def test_snapshot_of_missing_root_is_empty(tmp_path: Path):
     snap = take_snapshot(tmp_path / "nothing")
     assert snap.units == {} and snap.links == {}
+
+
+@pytest.mark.parametrize("word, value", [("yes", True), ("Y", True), ("on", True), ("1", True), ("TRUE", True),
+                                         ("no", False), ("off", False), ("F", False), ("0", False),
+                                         ("maybe", None), ("", None), (" yes", None)])
+def test_one_set_of_boolean_words_systemds(word, value):
+    assert parse_boolean(word) is value
+    assert parse_config(f"[main]\nguard = {word}\n", "t.conf").guard is (True if value is None else value)

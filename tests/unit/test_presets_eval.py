@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from libvirt_presets.glibc_fnmatch import glob_match
 from libvirt_presets.presets import (
     LONG_LINE_MAX,
     NEWEST_KNOWN_SYSTEMD,
     NO_RULE_REASON,
     PresetRule,
     PresetSet,
-    glob_match,
     load_presets,
     parse_preset_text,
     systemd_version_of_root,

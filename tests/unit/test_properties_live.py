@@ -146,7 +146,7 @@ def service_state(name: str, drawn: tuple, running: dict[str, str]):
     load, active, type_, refuse, invocation, show = drawn
     ident = {"same": running.get(name, ""), "new": f"new-{name}", "none": ""}[invocation]
     if show:
-        return UnitState(name, load, active, type_, refuse, 0, ident, "")
+        return UnitState(name, load, active, type_, refuse, ident, "")
     return ServiceState(name, load, active, type_, refuse, ident)
 
 
@@ -372,7 +372,7 @@ def test_the_executor_refuses_every_invalid_unit_name_before_any_process(monkeyp
 
 ACTIVE = st.sampled_from(("active", "active", "inactive", "failed", "activating", "reloading"))
 def shown_state(active: str, ident: str, result: str) -> UnitState:
-    return UnitState("", "loaded", active, "simple", False, 0, ident, result)
+    return UnitState("", "loaded", active, "simple", False, ident, result)
 
 
 STATE_OF = st.builds(shown_state, ACTIVE, st.sampled_from(("id", "new", "")),
