@@ -18,11 +18,21 @@ from . import report, state
 from .facts import PackageChange, TransactionFacts
 from .snapshot import Snapshot
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
+from .words import Change, Step
 
 PENDING = state.PENDING
-# "live-reload" is marked before the reload batch runs: a reload leaves no trace the planner
+# Step.LIVE_RELOAD is marked before the reload batch runs: a reload leaves no trace the planner
 # could see (the invocation ID stays), so a resumed run must not reload again.
-STEPS = ("unguard", "presets", "links", "live-reload", "live")
+STEPS = tuple(Step)
+# steps by the names older versions wrote: the link restore was "links"
+OLD_STEPS = {"links": Step.RESTORE}
+
+
+def _step(raw: Any) -> Step | None:
+    """A step the journal marks done, by its name now or an older one; None if unknown."""
+    if raw in STEPS:
+        return Step(raw)
+    return OLD_STEPS.get(raw) if isinstance(raw, str) else None
 
 
 class JournalError(ValueError):
@@ -81,14 +91,14 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
         )
         owners = {_unit(r[:2]): str(r[2]) for r in data["owners_before"]}
         changes = tuple(
-            PackageChange(str(c["name"]), str(c["nevra"]), str(c["action"]), frozenset(map(str, c["files"])))
+            PackageChange(str(c["name"]), str(c["nevra"]), Change(c["action"]), frozenset(map(str, c["files"])))
             for c in data["changes"]
         )
         meta = {
             "live": bool(data["live"]),
             "rpmdb_cookie": data["rpmdb_cookie"],
             "invocations_before": {str(k): str(v) for k, v in dict(data["invocations_before"]).items()},
-            "done": [s for s in data["done"] if s in STEPS],
+            "done": [step for step in map(_step, data["done"]) if step is not None],
             "guards": [_unit([SYSTEM, g]).name for g in data.get("guards", [])],
         }
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
@@ -100,7 +110,7 @@ def save(root: Path, data: dict[str, Any], durable: bool = True) -> None:
     state.write_json(root, PENDING, data, indent=None, durable=durable)  # rewritten after every step
 
 
-def mark_done(root: Path, data: dict[str, Any], step: str) -> None:
+def mark_done(root: Path, data: dict[str, Any], step: Step) -> None:
     """Steps are idempotent (drop-ins removed, links restored to a recorded state, presets of
     the same new units, try-restarts of units whose invocation ID already changed are skipped):
     a mark lost to a power cut only means a step done twice. No fsync for these."""

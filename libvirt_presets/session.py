@@ -25,7 +25,7 @@ from .planner import (
     batch_retries,
     daemon_reload_due,
     files_that_matter,
-    link_repairs,
+    link_restores,
     plan_transaction,
     predict_units_after,
 )
@@ -33,6 +33,7 @@ from .presets import load_presets
 from .snapshot import Snapshot, read_invocations, read_live_facts, scan_links, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
+from .words import Action, Step
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
 
@@ -162,12 +163,12 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
     data["history_id"] = history_id
     data["outcome"] = {
         "preset": outcome.preset,
-        "restored_links": [{"link": r.link, "target": r.target} for r in outcome.repaired],
-        "restarted": outcome.live.get("restart", []),
-        "reloaded": outcome.live.get("reload", []),
-        "started": outcome.live.get("start", []),
-        "stopped": outcome.live.get("stop", []),
-        "unmarked": outcome.live.get("unmark", []),
+        "restored_links": [{"link": r.link, "target": r.target} for r in outcome.restored],
+        "restarted": outcome.live.get(Action.RESTART, []),
+        "reloaded": outcome.live.get(Action.RELOAD, []),
+        "started": outcome.live.get(Action.START, []),
+        "stopped": outcome.live.get(Action.STOP, []),
+        "unmarked": outcome.live.get(Action.UNMARK, []),
         "warnings": outcome.warnings,
     }
     try:
@@ -178,33 +179,34 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
 
 
 def restore_links(root: Path, plan: Plan, outcome: Outcome) -> int:
-    """Compare the kept units' links with how they are now and put them back (planner's
-    link_repairs on a fresh scan); returns how many links changed."""
-    if not plan.kept:
+    """Compare the links of the units that keep their enablement with how they are now and put
+    them back (planner's link_restores on a fresh scan); returns how many links changed."""
+    if not plan.keep:
         return 0
-    repairs = link_repairs(plan.kept_links, scan_links(root), set(plan.kept))
-    return executor.restore_links(root, plan, repairs, outcome)
+    restores = link_restores(plan.keep_links, scan_links(root), set(plan.keep))
+    return executor.restore_links(root, plan, restores, outcome)
 
 
 def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outcome,
-               done: Collection[str] = (), step: Callable[[str], None] = lambda name: None) -> None:
+               done: Collection[Step] = (), step: Callable[[Step], None] = lambda name: None) -> None:
     """The planned batches, one systemctl call each. A batch that fails is retried unit by unit
     for the units the manager says it did not do (planner.batch_retries), so one bad unit
     spoils nothing and no unit is restarted twice."""
     actions, triggers = plan.live, plan.triggers
     for unit, why in actions.skipped.items():
-        report.record("skip", unit, "not restarted", why, triggers.get(unit), level=logging.DEBUG)
+        report.unit_action(Action.SKIP, unit, "not restarted", why, triggers.get(unit), level=logging.DEBUG)
     before = {s: st.invocation_id for s, st in live.states.items()}
-    for kind, units in (("restart", actions.restart_batch), ("reload", actions.reload), ("stop", actions.stop)):
-        if not units or (kind == "reload" and "live-reload" in done):
+    batches = ((Action.RESTART, actions.restart_batch), (Action.RELOAD, actions.reload), (Action.STOP, actions.stop))
+    for kind, units in batches:
+        if not units or (kind == Action.RELOAD and Step.LIVE_RELOAD in done):
             continue  # a run resumed after the reload batch: reloaded once is reloaded
-        if kind == "reload":
-            step("live-reload")  # before: at most once (a restart is recognised by its new invocation)
+        if kind == Action.RELOAD:
+            step(Step.LIVE_RELOAD)  # before: at most once (a restart is recognised by its new invocation)
         result = executor.run_batch(systemctl, kind, units)
         if result.returncode == 0:
             executor.done(outcome, kind, units, triggers, actions.start)
             continue
-        if kind == "stop":
+        if kind == Action.STOP:
             for unit in units:
                 executor.failed(outcome, kind, unit, executor.first_line(result.stderr), triggers)
             continue
@@ -219,9 +221,9 @@ def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outco
     for unit in actions.unmark:
         result = systemctl.unmark(unit)
         if result.returncode == 0:
-            executor.done(outcome, "unmark", [unit], triggers)
+            executor.done(outcome, Action.UNMARK, [unit], triggers)
         else:
-            executor.failed(outcome, "unmark", unit, executor.first_line(result.stderr), triggers)
+            executor.failed(outcome, Action.UNMARK, unit, executor.first_line(result.stderr), triggers)
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
@@ -238,23 +240,23 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     root, record = pending.root, pending.record
     done = set(record.get("done", []))
 
-    def step(name: str) -> None:
+    def step(name: Step) -> None:
         if record:
             journal.mark_done(root, record, name)
 
     # First of all, whatever fails later: no unit may stay guarded.
     guards = record.get("guards", [])
-    unguarded = runtime_guards.remove(root, guards) if "unguard" not in done else []
-    step("unguard")
+    unguarded = runtime_guards.remove(root, guards) if Step.UNGUARD not in done else []
+    step(Step.UNGUARD)
     # The manager forgets a guard only at its next daemon-reload: one is due whenever this
     # transaction placed guards and the live step (which reloads) has not run, even when the
     # files are already gone (a run killed after removing them, before reloading).
-    reload_for_guards = bool(guards) and "live" not in done
+    reload_for_guards = bool(guards) and Step.LIVE not in done
     checkpoint("finish")
     plan, live = plan_after(pending, done_nevras)
     packages = {r.unit.name: r.package_after or r.package_before for r in plan.rows if r.unit.scope == SYSTEM}
     for unit in unguarded:
-        report.record("unguard", unit, "done", "the rpm transaction is over",
+        report.unit_action(Action.UNGUARD, unit, "done", "the rpm transaction is over",
                       plan.triggers.get(unit) or packages.get(unit), level=logging.DEBUG)
     outcome = Outcome()
     systemctl = systemctl or Systemctl(root)
@@ -262,25 +264,25 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     # that one reload covers the new unit files, the restored links and the removed guards.
     restore_links(root, plan, outcome)
     reloaded = False
-    if "presets" not in done:
+    if Step.PRESETS not in done:
         reloaded = apply_presets(plan, systemctl, outcome, reload=pending.live)
-        step("presets")
+        step(Step.PRESETS)
     checkpoint("mid-actions")
     # A new unit's Also= may have touched an old unit's links: put them back once more.
-    repaired_late = restore_links(root, plan, outcome) if outcome.preset else 0
-    step("links")
-    if pending.live and daemon_reload_due(plan, links_changed=bool(outcome.repaired), guards_to_drop=reload_for_guards,
-                                          preset_reloaded=reloaded, late_links_changed=repaired_late > 0):
+    restored_late = restore_links(root, plan, outcome) if outcome.preset else 0
+    step(Step.RESTORE)
+    if pending.live and daemon_reload_due(plan, links_changed=bool(outcome.restored), guards_to_drop=reload_for_guards,
+                                          preset_reloaded=reloaded, late_links_changed=restored_late > 0):
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")
     watch.release(pending.watcher)  # the manager enforces no guard any more
-    if not live_actions and live is not None and "live" not in done:
+    if not live_actions and live is not None and Step.LIVE not in done:
         return outcome  # the restarts wait for the next transaction or an explicit resume
-    if live is not None and "live" not in done:
+    if live is not None and Step.LIVE not in done:
         apply_live(plan, live, systemctl, outcome, done, step)
         checkpoint("after-live")
-        step("live")
+        step(Step.LIVE)
     summary = render.summary(record_outcome(pending, plan, outcome, history_id))
     report.log.info("libvirt-units: %s", summary[0])
     for line in summary[1:]:
