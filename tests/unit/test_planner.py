@@ -89,7 +89,7 @@ def test_unit_present_before_is_never_preset_whatever_the_package_action(action)
     assert plan.presets == () and plan.keep == (S("virtsecretd.socket"),)
 
 
-def test_unmanaged_units_are_neither_preset_nor_held():
+def test_unmanaged_units_are_neither_preset_nor_kept():
     before = snap("sshd.service")
     plan = plan_transaction(before, {S("sshd.service"), S("foo.service")}, TransactionFacts(), Config())
     assert plan.presets == () and plan.keep == ()
@@ -109,18 +109,42 @@ def test_user_units_are_their_own_scope():
     assert plan.presets == (UnitKey(USER, "virtqemud-session.socket"),)
 
 
-def test_removed_unit_is_neither_preset_nor_held():
+def test_removed_unit_is_neither_preset_nor_kept():
     before = snap("virtsecretd.socket")
     plan = plan_transaction(before, set(), TransactionFacts((pkg("x", "1", ERASE),)), Config())
     assert plan.presets == () and plan.keep == ()
     assert [r.actions for r in plan.rows] == [("none",)]
 
 
-def test_presets_off_holds_nothing_and_presets_nothing():
+def test_presets_off_keeps_nothing_and_presets_nothing():
     cfg = parse_config("[main]\npresets = no\n", "t.conf")
     plan = plan_transaction(snap("libvirtd.socket"), {S("libvirtd.socket"), S("virtqemud.socket")},
                             TransactionFacts(), cfg)
     assert plan.presets == () and plan.keep == ()
+
+
+@pytest.mark.parametrize("text, presets, keep", [
+    ("", True, True),
+    ("[main]\npresets = no\n", False, False),  # keep follows presets when not given
+    ("[main]\nkeep = no\n", True, False),
+    ("[main]\npresets = no\nkeep = yes\n", False, True),
+])
+def test_keep_is_its_own_key_and_follows_presets_when_not_given(text, presets, keep):
+    cfg = parse_config(text, "t.conf")
+    assert not cfg.problems and (cfg.presets, cfg.keeps) == (presets, keep)
+    tx = TransactionFacts((pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.socket", "virtqemud.socket"),))
+    plan = plan_transaction(snap("libvirtd.socket"), {S("libvirtd.socket"), S("virtqemud.socket")}, tx, cfg)
+    assert plan.presets == ((S("virtqemud.socket"),) if presets else ())
+    assert plan.keep == ((S("libvirtd.socket"),) if keep else ())
+    assert [r.actions for r in plan.rows if r.unit == S("libvirtd.socket")] == ([("keep",)] if keep else [])
+
+
+def test_keep_from_the_main_file_survives_a_dropin_that_sets_presets():
+    cfg = parse_config("[main]\nkeep = yes\n", "main.conf")
+    cfg = parse_config("[main]\npresets = no\n", "10-a.conf", cfg)
+    assert (cfg.presets, cfg.keep, cfg.keeps) == (False, True, True)
+    cfg = parse_config("[main]\nkeep = maybe\n", "20-b.conf", cfg)
+    assert cfg.keeps is True and cfg.problems == ("20-b.conf:2: keep: expected yes/no, got 'maybe' (default kept)",)
 
 
 # --- links -------------------------------------------------------------------------------

@@ -227,7 +227,8 @@ SCOPES = (SYSTEM, USER)
 UNIT_KEYS = st.builds(UnitKey, st.sampled_from(SCOPES), st.sampled_from(UNIT_POOL))
 CONFIGS = st.sampled_from([
     "", "[main]\nunits = *\n", "[main]\nunits = virtq*\n", "[main]\nextra_units = sshd.service getty@.service\n",
-    "[main]\npresets = no\n", "[policy]\nvirt*.service = reload\n[triggers]\nlibvirt-daemon = libvirtd.service\n",
+    "[main]\npresets = no\n", "[main]\nkeep = no\n", "[main]\npresets = no\nkeep = yes\n",
+    "[policy]\nvirt*.service = reload\n[triggers]\nlibvirt-daemon = libvirtd.service\n",
     "[triggers]\n/usr/lib64/libvirt/*.so = virtqemud.service libvirtd.service\n",
 ]).map(lambda text: parse_config(text, "t"))
 

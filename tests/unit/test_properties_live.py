@@ -100,7 +100,8 @@ TRIGGER_MAPS = st.dictionaries(
                      "/usr/bin/*")),
     subsets(SERVICES[:6]).map(sorted).map(tuple), max_size=3)
 MOSTLY = st.sampled_from((True, True, True, False))
-CONFIGS = st.builds(Config, scope=SCOPES, presets=st.booleans(), restarts=MOSTLY, guard=MOSTLY,
+CONFIGS = st.builds(Config, scope=SCOPES, presets=st.booleans(), keep=st.sampled_from((None, True, False)),
+                    restarts=MOSTLY, guard=MOSTLY,
                     policies=POLICY_MAPS, triggers=TRIGGER_MAPS)
 
 
