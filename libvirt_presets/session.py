@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Collection, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from . import executor, journal, render, report, rpmdb, rpmdiff, state, watch
 from . import guards as runtime_guards
@@ -55,10 +55,10 @@ def checkpoint(name: str) -> None:
 class Pending:
     """Everything known before rpm ran."""
 
-    __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "record", "watcher")
+    __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "journal", "watcher")
 
     def __init__(self, root: Path, config: Config, live: bool, before: Snapshot, facts: TransactionFacts,
-                 invocations_before: dict[str, str], record: dict | None = None,
+                 invocations_before: dict[str, str], journal: journal.Journal | None = None,
                  watcher: subprocess.Popen[bytes] | None = None) -> None:
         self.root = root
         self.config = config
@@ -67,8 +67,8 @@ class Pending:
         self.facts = facts
         # unit -> invocation ID of the units active before rpm ran (live hosts only)
         self.invocations_before = invocations_before
-        # the journal as written: facts plus the steps already done
-        self.record: dict = {} if record is None else record
+        # the journal as written: facts plus the steps already done (None: nothing is written)
+        self.journal = journal
         # takes the guards down if dnf dies before finish() does (watch.py)
         self.watcher = watcher
 
@@ -91,10 +91,10 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
         now = read_live_facts(root, before, _managed(before, config), invocations, guarded=None)
         predicted = plan_transaction(before, predict_units_after(before, facts), facts, config, live=now)
         guards, quiet = predicted.live.guard, predicted.live.quiet_reload
-    record = journal.encode(before, facts, live=live, invocations=invocations,
-                            rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
-                            keep_file=files_that_matter(config))
-    journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
+    entry = journal.read(journal.encode(before, facts, live=live, invocations=invocations,
+                                        rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
+                                        keep_file=files_that_matter(config)))
+    journal.save(root, entry)  # before rpm runs (and before any guard): a killed dnf loses nothing
     watcher = None
     if guards:
         from . import markers  # live hosts only: the rest of dnf's runs do without it
@@ -103,7 +103,7 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
         watcher = watch.start(root, guards)
         guard_units(root, guards, quiet)
     checkpoint("after-snapshot")
-    return Pending(root, config, live, before, facts, invocations, record, watcher)
+    return Pending(root, config, live, before, facts, invocations, entry, watcher)
 
 
 def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
@@ -127,7 +127,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
     presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
     live = None
     if pending.live:
-        guarded = tuple(pending.record.get("guards", []))
+        guarded = pending.journal.guards if pending.journal else ()
         live = read_live_facts(pending.root, after, _managed(after, pending.config),
                                pending.invocations_before, guarded)
         live = live.replace(marked=still_marked(pending.root, pending.config, guarded))
@@ -158,7 +158,7 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
     root = pending.root
     changes = [{"package": c.nevra, "action": c.action} for c in pending.facts.changes]
     data = render.plan_json(plan, "transaction", str(root), transaction=changes)
-    data["started"] = pending.record.get("created")
+    data["started"] = pending.journal.created if pending.journal else None
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data["history_id"] = history_id
     data["outcome"] = {
@@ -237,15 +237,15 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     the guards): the journal stays, and restarts wait for a transaction or `resume`.
     """
     checkpoint("after-rpm")
-    root, record = pending.root, pending.record
-    done = set(record.get("done", []))
+    root = pending.root
+    done = set(pending.journal.done) if pending.journal else set()
 
     def step(name: Step) -> None:
-        if record:
-            journal.mark_done(root, record, name)
+        if pending.journal is not None:
+            pending.journal = journal.mark_done(root, pending.journal, name)
 
     # First of all, whatever fails later: no unit may stay guarded.
-    guards = record.get("guards", [])
+    guards = pending.journal.guards if pending.journal else ()
     unguarded = runtime_guards.remove(root, guards) if Step.UNGUARD not in done else []
     step(Step.UNGUARD)
     # The manager forgets a guard only at its next daemon-reload: one is due whenever this
@@ -299,26 +299,26 @@ def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | N
     A journal whose transaction never reached rpm (the rpmdb is unchanged) is discarded: its
     facts describe a transaction that did not happen.
     """
-    record = journal.load(root)
-    if record is None:
+    data = journal.load(root)
+    if data is None:
         return None
     try:
-        before, facts, meta = journal.decode(record)
+        before, facts, entry = journal.decode(data)
     except journal.JournalError as exc:
         raise journal.quarantine(root, str(exc)) from exc
-    if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
+    if entry.rpmdb_cookie is not None and rpmdb.cookie(root) == entry.rpmdb_cookie:
         report.warn("discarding the journal of a transaction that never reached rpm")
-        if runtime_guards.remove(root, meta["guards"]) and is_live(root):
+        if runtime_guards.remove(root, entry.guards) and is_live(root):
             Systemctl(root).daemon_reload()
         journal.clear(root)
         return None
     report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
-    if journal.INSTALLED_BEFORE in record:  # a snapshot of the standalone CLI: read rpm's work back
-        return finish_observed(root, config, record, live_actions)
+    if entry.installed_before is not None:  # a snapshot of the standalone CLI: read rpm's work back
+        return finish_observed(root, config, data, live_actions)
     installed = rpmdb.installed_nevras(root)
     done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
-    live = meta["live"] and is_live(root)
-    pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
+    live = entry.live and is_live(root)
+    pending = Pending(root, config, live, before, facts, entry.invocations_before, entry)
     return finish(pending, done_nevras, live_actions=live_actions)
 
 
@@ -329,25 +329,27 @@ def begin_observed(root: Path, config: Config) -> Pending:
     `finish_observed()` can read the transaction back from the rpmdb."""
     installed = rpmdb.installed_stamps(root)
     pending = begin(root, config, (), is_live(root))
-    pending.record[journal.INSTALLED_BEFORE] = installed
-    journal.save(root, pending.record)
+    if pending.journal is not None:
+        pending.journal = pending.journal.replace(installed_before=installed)
+        journal.save(root, pending.journal)
     return pending
 
 
-def finish_observed(root: Path, config: Config, record: dict, live_actions: bool = True) -> Outcome | None:
-    """Finish a `begin_observed()` journal: the package changes are the difference between the
-    rpmdb then and now. Raises JournalError (the journal moved aside) when it is unusable."""
+def finish_observed(root: Path, config: Config, data: dict[str, Any], live_actions: bool = True) -> Outcome | None:
+    """Finish a `begin_observed()` journal (`data`, as journal.load() read it): the package
+    changes are the difference between the rpmdb then and now. Raises JournalError (the
+    journal moved aside) when it is unusable."""
     try:
-        before, facts, meta = journal.decode(record)
-        installed_before = journal.decode_installed(record)
+        before, facts, entry = journal.decode(data)
+        installed_before = journal.decode_installed(data)
     except journal.JournalError as exc:
         raise journal.quarantine(root, str(exc)) from exc
-    if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
+    if entry.rpmdb_cookie is not None and rpmdb.cookie(root) == entry.rpmdb_cookie:
         return resume(root, config, live_actions)  # rpm changed nothing: resume() discards the journal
     installed = rpmdb.installed_stamps(root)
     arrived = rpmdb.installed_packages(root, [n for n, tid in installed.items() if installed_before.get(n) != tid])
     changes = rpmdiff.changes_between(installed_before, installed, arrived)
     facts = TransactionFacts(tuple(changes), facts.owners_before)
-    live = meta["live"] and is_live(root)
-    pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
+    live = entry.live and is_live(root)
+    pending = Pending(root, config, live, before, facts, entry.invocations_before, entry)
     return finish(pending, {c.nevra for c in changes}, live_actions=live_actions)

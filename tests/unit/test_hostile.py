@@ -515,7 +515,7 @@ def test_a_symlinked_journal_file_is_refused_for_reading_and_writing(tmp_path, c
     assert journal.load(root) is None
     assert "journal refused" in caplog.text and "is a symlink" in caplog.text
     with pytest.raises(OSError, match="is a symlink"):
-        journal.save(root, {"done": []})
+        journal.save(root, journal.Journal(created=None, live=False, rpmdb_cookie=None, invocations_before={}))
     assert target.read_text() == '{"version": 1}' and pending(root).is_symlink()
 
 
@@ -565,7 +565,15 @@ def test_a_journal_of_the_previous_version_with_began_usec_still_decodes():
     assert "began_usec" not in record
     old = {**json.loads(json.dumps(record)), "began_usec": 1234567890}
     assert journal.decode(old)[2] == journal.decode(record)[2]
-    assert "began_usec" not in journal.decode(old)[2]
+    assert "began_usec" not in journal.decode(old)[2].to_json()
+
+
+def test_a_journal_that_marks_the_restore_step_by_its_old_name_links_still_reads():
+    old = {**json.loads(json.dumps(good_record())), "done": ["unguard", "presets", "links", "nonsense"]}
+    entry = journal.decode(old)[2]
+    assert entry.done == ("unguard", "presets", "restore")
+    assert entry.to_json()["done"] == ["unguard", "presets", "restore"]
+    assert json.dumps(entry.to_json()["done"]) == '["unguard", "presets", "restore"]'
 
 
 # --- a huge transaction -------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def test_journal_decode_of_a_record_with_one_field_replaced_returns_or_raises_jo
         return
     assert all(is_valid_unit_name(u.name) for u in before.units)
     assert all(".." not in link.split("/") for link in before.links)
-    assert isinstance(meta["live"], bool)
+    assert isinstance(meta.live, bool)
 
 
 @settings(NO_DEADLINE, max_examples=40, suppress_health_check=TMP)
