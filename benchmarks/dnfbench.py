@@ -96,9 +96,12 @@ class DnfBench:
     """dnf runs against copies of template roots.  `plugin` is the checkout whose
     dnf-plugins/ and libvirt_presets/ dnf loads, or None for --noplugins."""
 
-    def __init__(self, work: Path, layout: Layout, roots: Path | None = None) -> None:
+    def __init__(self, work: Path, layout: Layout, roots: Path | None = None, tree_config: bool = False) -> None:
         self.work = work
         self.layout = layout
+        # tree_config: the plugin reads its tree's etc/dnf/plugins (the shipped default
+        # configuration) instead of the benchmark's, which widens the scope to bench-* units
+        self.tree_config = tree_config
         self.home = work / "dnf-home"
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
@@ -127,8 +130,8 @@ class DnfBench:
                 f"--setopt=reposdir={self.reposdir}", f"--repofrompath={rid},{repo}", f"--repo={rid}",
                 "--nogpgcheck", "--setopt=install_weak_deps=0"]
         if plugin is not None:
-            argv += [f"--setopt=pluginpath={plugin / 'dnf-plugins'}",
-                     f"--setopt=pluginconfpath={self.pluginconf}"]
+            conf = plugin / "etc" / "dnf" / "plugins" if self.tree_config else self.pluginconf
+            argv += [f"--setopt=pluginpath={plugin / 'dnf-plugins'}", f"--setopt=pluginconfpath={conf}"]
         else:
             argv.append("--noplugins")
         return argv + list(args)

@@ -35,7 +35,7 @@ from benchmarks.common import kib, median, median_ci, seconds, spread, table, ve
 
 PYTHON = "/usr/bin/python3"
 WORKER = REPO_ROOT / "benchmarks" / "worker.py"
-PARTS = ("planner", "snapshot", "dnf", "macros", "instructions", "concurrent")
+PARTS = ("planner", "snapshot", "dnf", "macros", "instructions", "concurrent", "small")
 DEFAULT_WORKDIR = Path("/var/tmp/libvirt-units-bench")
 
 # The targets of issue 6.
@@ -481,9 +481,26 @@ def bench_dnf(args: argparse.Namespace, trees: list[Path], parts: set[str], repo
 # -- main ------------------------------------------------------------------------------------
 
 
-def callgrind_totals(out_dir: Path) -> dict[str, int]:
-    """Instructions per traced program (callgrind's `totals:`), summed over its processes."""
-    totals: dict[str, int] = {}
+# PYTHONHASHSEED pins set/dict order, the one Python-level source of drift between runs; the
+# plugin runs the real systemctl (not the PATH wrapper, a shell), so that it is traced.
+CALLGRIND_ENV = {"PYTHONHASHSEED": "0", "LIBVIRT_UNITS_SYSTEMCTL": "/usr/bin/systemctl"}
+SHELLS = "/bin/sh,/usr/bin/sh,/bin/bash,/usr/bin/bash,/bin/dash,/usr/bin/dash"
+
+
+def callgrind_wrap(out_dir: Path, scriptlets: bool = False) -> list[str]:
+    """valgrind's argv before dnf's: every process dnf starts is traced (one cg.PID file each),
+    except the shells (rpm's scriptlets, chrooted: valgrind cannot start there without
+    valgrind_in_root) unless `scriptlets`."""
+    wrap = ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", "--trace-children=yes",
+            f"--callgrind-out-file={out_dir}/cg.%p"]
+    if not scriptlets:
+        wrap.insert(-1, f"--trace-children-skip={SHELLS}")
+    return wrap
+
+
+def callgrind_processes(out_dir: Path) -> list[tuple[str, int]]:
+    """(program, instructions) of every traced process: "systemctl" or "dnf" (callgrind's `totals:`)."""
+    found = []
     for path in out_dir.glob("cg.*"):
         program, total = "?", 0
         for line in path.read_text(errors="replace").splitlines():
@@ -492,6 +509,14 @@ def callgrind_totals(out_dir: Path) -> dict[str, int]:
             elif line.startswith(("totals:", "summary:")):
                 total = int(line.split()[1])
                 break
+        found.append((program, total))
+    return found
+
+
+def callgrind_totals(out_dir: Path) -> dict[str, int]:
+    """Instructions per traced program, summed over its processes."""
+    totals: dict[str, int] = {}
+    for program, total in callgrind_processes(out_dir):
         totals[program] = totals.get(program, 0) + total
     return totals
 
@@ -543,14 +568,9 @@ def bench_instructions(args: argparse.Namespace, trees: list[Path], report: Repo
     scriptlets = args.with_scriptlets
     # Without --with-scriptlets the scriptlets (/bin/sh, chrooted into the root) run natively:
     # valgrind cannot start inside a chroot that lacks it and /proc. The plugin's systemctl is
-    # traced: it is the plugin's cost. PYTHONHASHSEED pins set/dict order, the one Python-level
-    # source of drift.
-    wrap = ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", "--trace-children=yes",
-            f"--callgrind-out-file={out_dir}/cg.%p"]
-    if not scriptlets:
-        wrap.insert(-1, "--trace-children-skip=/bin/sh,/usr/bin/sh,/bin/bash,/usr/bin/bash,/bin/dash,"
-                        "/usr/bin/dash")
-    extra_env = {"PYTHONHASHSEED": "0", "LIBVIRT_UNITS_SYSTEMCTL": "/usr/bin/systemctl"}
+    # traced: it is the plugin's cost.
+    wrap = callgrind_wrap(out_dir, scriptlets)
+    extra_env = CALLGRIND_ENV
     this, *other = trees
     variants = [("off", None, args.instruction_runs), ("on", this, args.instruction_runs)]
     variants += [("on (compare)", t, 1) for t in other]
@@ -703,6 +723,160 @@ def bench_concurrent(args: argparse.Namespace, trees: list[Path], report: Report
     report.sections.append((2, "\n".join(out)))
 
 
+# -- 5. small transactions (issue 16) ----------------------------------------------------------
+
+TARGET_SMALL = {"split": 1.05, "no-op": 1.01}  # issue 16: instructions, plugin on / --noplugins
+
+
+def bench_small(args: argparse.Namespace, trees: list[Path], report: Report, roots: Path | None) -> None:
+    """Part 5: the seed's libvirt split upgrade and a one-package no-op (benchmarks/small.py), the
+    plugin (default configuration) in two forms of each tree against --noplugins: callgrind
+    instructions (dnf's process + the plugin's systemctl, as part 2b), then timed rounds
+    (wall time, the plugin's own time inside dnf)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks import small
+    from benchmarks.dnfbench import DnfBench
+    from benchmarks.packages import Layout
+
+    if shutil.which("valgrind") is None:
+        log("valgrind is missing (apt-get install valgrind): small transactions skipped")
+        return
+    work = args.workdir / "small"
+    log("small: building the fixture packages (tests/e2e/fixtures.py) and the 9.0.0 template root")
+    repos = small.build(work / "build")
+    bench = DnfBench(work, Layout(), roots, tree_config=True)
+    template = small.template(bench, repos)
+    staged = [small.stage_trees(tree, work / "trees" / str(i)) for i, tree in enumerate(trees)]
+    for repo in vars(repos).values():  # page cache: no variant pays for cold package files
+        for rpm_file in Path(repo).glob("*.rpm"):
+            rpm_file.read_bytes()
+    # key, variant label, tree form, plugin directory (None: --noplugins)
+    variants = [("off", "`--noplugins`", "–", None)]
+    for i, tree in enumerate(trees):
+        label = "plugin" if i == 0 else f"plugin, compare `{tree}`"
+        variants += [(f"{i}:{form}", label, form, staged[i][form]) for form in small.FORMS]
+    cases = [("split", repos.split), ("no-op", repos.noop)]
+    env = {**CALLGRIND_ENV, "PYTHONDONTWRITEBYTECODE": "1"}  # the checkout form stays without .pyc
+
+    # (a) instructions: runs are independent of each other, so `--small-jobs` go at once
+    tasks = [(case, repo, variant, r) for r in range(args.instruction_runs) for case, repo in cases
+             for variant in in_turn(variants, r)]
+    counted: dict[tuple[str, str], list[dict[str, float]]] = {(c, v[0]): [] for c, _ in cases for v in variants}
+
+    def callgrind(n: int, task: tuple) -> None:
+        case, repo, (key, label, form, plugin), r = task
+        out_dir = work / "callgrind" / str(n)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+        res = bench.timed(key, template, repo, plugin, "upgrade", wrap=callgrind_wrap(out_dir), extra_env=env,
+                          check_units=small.CHECK_UNITS)
+        processes = callgrind_processes(out_dir)
+        shutil.rmtree(out_dir)
+        if res.problem:
+            log(f"  callgrind {case} {label} ({form}) run {r + 1} does not count: {res.problem}")
+            return
+        figures = {"dnf": sum(i for p, i in processes if p == "dnf"),
+                   "systemctl": sum(i for p, i in processes if p == "systemctl"),
+                   "systemctl processes": sum(1 for p, _ in processes if p == "systemctl")}
+        counted[(case, key)].append(figures)
+        log(f"callgrind {case} {label} ({form}) run {r + 1}/{args.instruction_runs}: {res.seconds:.0f} s; "
+            f"dnf {figures['dnf'] / 1e6:,.1f} M, systemctl {figures['systemctl'] / 1e6:,.1f} M "
+            f"({figures['systemctl processes']} processes)")
+
+    log(f"small: {len(tasks)} callgrind runs, {args.small_jobs} at a time")
+    with ThreadPoolExecutor(args.small_jobs) as pool:
+        list(pool.map(callgrind, range(len(tasks)), tasks))
+
+    # (b) time: sequential rounds, variants in a rotating order
+    timed: dict[tuple[str, str], list] = {(c, v[0]): [] for c, _ in cases for v in variants}
+    wall_ratio: dict[tuple[str, str], list[float]] = {(c, v[0]): [] for c, _ in cases for v in variants}
+    for r in range(args.small_runs):
+        for case, repo in cases:
+            this_round = {}
+            for key, label, form, plugin in in_turn(variants, r):
+                res = bench.timed(key, template, repo, plugin, "upgrade", extra_env=env,
+                                  check_units=small.CHECK_UNITS)
+                if res.problem:
+                    log(f"  timed {case} {label} ({form}) does not count: {res.problem}")
+                    continue
+                timed[(case, key)].append(res)
+                this_round[key] = res
+            for key in this_round:
+                if "off" in this_round:
+                    wall_ratio[(case, key)].append(this_round[key].seconds / this_round["off"].seconds)
+        log(f"small: timed round {r + 1}/{args.small_runs} done")
+    leaked = [p for s in staged for p in small.bytecode_in(s["checkout"])]
+
+    def total(figures: dict[str, float]) -> float:
+        return figures["dnf"] + figures["systemctl"]
+
+    rows = []
+    for case, _ in cases:
+        off = median(total(f) for f in counted[(case, "off")])
+        for key, label, form, _ in variants:
+            cg = counted[(case, key)]
+            runs = timed[(case, key)]
+            totals = [total(f) for f in cg]
+            ratio = median(totals) / off if cg else math.nan
+            variation = (max(totals) - min(totals)) / min(totals) if len(totals) > 1 else math.nan
+            said = sorted({small.plugin_summary(x.output) for x in runs})
+            rows.append((
+                case, label, form, len(cg),
+                " / ".join(f"{t / 1e6:,.1f}" for t in totals) or "n/a",
+                f"{100 * variation:.3f} %" if not math.isnan(variation) else "–",
+                " / ".join(f"{f['systemctl'] / 1e6:,.1f} ({f['systemctl processes']})" for f in cg)
+                if key != "off" else "–",
+                f"{(median(totals) - off) / 1e6:,.1f}" if key != "off" else "–",
+                f"**{ratio:.3f}**" if key != "off" else "1",
+                spread([1000 * x.plugin_seconds for x in runs], "{:.0f}") if key != "off" else "–",
+                spread([x.seconds for x in runs], "{:.2f}") + " s",
+                spread(wall_ratio[(case, key)], "{:.3f}") if key != "off" else "1",
+                f"{'/'.join(sorted({str(x.enabled) for x in runs}))}/{len(small.CHECK_UNITS)}",
+                "; ".join(said) if key != "off" else "–",
+            ))
+            if key == "0:installed":
+                checkout = [total(f) for f in counted[(case, "0:checkout")]]
+                report.add(f"small transaction, {case} (issue 16): plugin / `--noplugins`, instructions "
+                           "(dnf's process + the plugin's systemctl), installed form",
+                           f"≤ {TARGET_SMALL[case]}",
+                           f"{ratio:.3f} (+{(median(totals) - off) / 1e6:,.0f} M on {off / 1e6:,.0f} M; "
+                           f"median of {len(totals)} runs each); checkout form "
+                           f"{median(checkout) / off:.3f}; plugin time in dnf "
+                           f"{seconds(median(x.plugin_seconds for x in runs))}",
+                           ratio <= TARGET_SMALL[case] if cg else None)
+    out = ["## 5. Small transactions (issue 16)", "",
+           "One template root built from the end-to-end tests' fixture packages (`tests/e2e/fixtures.py`, "
+           "classic scriptlets; `benchmarks/small.py`): libvirt 9.0.0 installed and the admin's switch "
+           "to the monolithic libvirtd (virtproxyd's units disabled, libvirtd's enabled), plus one plain "
+           "package `bench-lone` 1.0. *split*: `dnf -y upgrade` to 9.1.0, where the virtproxyd units move "
+           "to the new libvirt-daemon-proxy (10 upgraded, 3 new packages); *no-op*: only `bench-lone` "
+           "1.0 → 1.1 (no unit file, no scriptlet, no trigger name). The plugin runs with its shipped "
+           "configuration (`etc/dnf/plugins/libvirt-units.conf`). Tree forms: *installed* = "
+           "`libvirt_presets/` and `dnf-plugins/libvirt_units.py` laid out as the RPM installs them "
+           "and byte-compiled (`compileall`); *checkout* = the same sources without `.pyc` files, "
+           "run with PYTHONDONTWRITEBYTECODE=1, so every dnf run compiles them. Both are copies of "
+           "the tree under the work directory, pointed at by pluginpath, pluginconfpath and PYTHONPATH.",
+           "",
+           f"*Instructions*: callgrind as in part 2b (dnf's own process + the plugin's `systemctl` "
+           f"processes; shells skipped; PYTHONHASHSEED=0), {args.instruction_runs} runs per variant, "
+           f"up to {args.small_jobs} at a time (counts do not depend on load). *spread*: "
+           "(max − min) / min of those runs. *Plugin time*: the plugin's loading and hooks inside "
+           f"dnf (`dnf_timed.py`), and wall time, over {args.small_runs} rounds run one at a time, "
+           "variants in a rotating order; *wall ratio*: per round, to that round's `--noplugins` run. "
+           "*virtproxyd sockets enabled*: after each run (the stock scriptlets enable them, the plugin "
+           "puts them back to disabled in the split).", "",
+           table(("case", "variant", "tree form", "callgrind runs", "M instructions, each run",
+                  "spread", "of them the plugin's systemctl, M (processes)", "plugin's cost, M",
+                  "ratio to `--noplugins`", "plugin time in dnf, ms: median (min–max)",
+                  "wall time: median (min–max)", "wall ratio, per round", "virtproxyd sockets enabled",
+                  "plugin's summary"), rows), ""]
+    if leaked:
+        out += [f"**The checkout form was byte-compiled during the runs** ({len(leaked)} .pyc files, "
+                f"e.g. `{leaked[0]}`): its figures are not those of a checkout without .pyc files.", ""]
+    report.sections.append((5, "\n".join(out)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -717,6 +891,11 @@ def main() -> None:
     parser.add_argument("--concurrent-runs", type=int,
                         help="plugin-on/off pairs of the concurrent part (default 30, --quick 2); "
                              "a third as many A/A pairs are added")
+    parser.add_argument("--small-runs", type=int,
+                        help="timed rounds of the small part (default 9, --quick 3); its callgrind runs "
+                             "per variant are --instruction-runs")
+    parser.add_argument("--small-jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="callgrind runs of the small part at the same time (default: 2, or 1 on one CPU)")
     parser.add_argument("--with-scriptlets", action="store_true",
                         help="instructions part: trace the scriptlets in the chroot too (upgrade only)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
@@ -733,6 +912,7 @@ def main() -> None:
     args.runs = args.runs or (2 if args.quick else 5)
     args.dnf_runs = args.dnf_runs or (2 if args.quick else max(15, args.runs))
     args.concurrent_runs = args.concurrent_runs or (2 if args.quick else 30)
+    args.small_runs = args.small_runs or (3 if args.quick else 9)
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     parts = set(args.only or PARTS)
@@ -751,6 +931,7 @@ def main() -> None:
         ({"dnf", "macros"}, "dnf and macros", lambda roots: bench_dnf(args, trees, parts, report, roots)),
         ({"instructions"}, "instructions", lambda roots: bench_instructions(args, trees, report, roots)),
         ({"concurrent"}, "concurrent", lambda roots: bench_concurrent(args, trees, report, roots)),
+        ({"small"}, "small", lambda roots: bench_small(args, trees, report, roots)),
     ):
         if not parts & wanted:
             continue

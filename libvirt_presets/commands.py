@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
 
 from . import rpmdb, state
 from .checks import Problem, find_problems
@@ -21,6 +20,10 @@ from .snapshot import Snapshot, link_units, read_invocations, read_live_facts, t
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
 from .words import ProblemKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 
 def preset_sets(root: Path) -> dict:

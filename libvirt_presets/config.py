@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Iterable
 
 from . import gate
 from .records import Record
 from .units import DEFAULT_UNIT_GLOBS, Scope, is_glob_valid, is_valid_unit_name
 from .words import Policy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 _set = object.__setattr__
 

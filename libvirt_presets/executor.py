@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from . import report
 from .planner import LinkRestore, Plan
@@ -18,6 +17,10 @@ from .snapshot import link_scope, resolve_in_root
 from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 from .words import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
 
 
 class Outcome:

@@ -6,11 +6,29 @@ reads only these, never dnf or rpm objects.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
-
 from .records import Record
 from .units import SYSTEM, VENDOR_DIRS, UnitKey, is_valid_unit_name
 from .words import Change
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Protocol
+
+    class UnitStateLike(Protocol):
+        """What the live planner reads of a service's manager state (ServiceState here, and
+        systemctl.UnitState from `systemctl show`, both have it)."""
+
+        @property
+        def load_state(self) -> str: ...
+        @property
+        def active_state(self) -> str: ...
+        @property
+        def type(self) -> str: ...
+        @property
+        def refuse_manual_stop(self) -> bool: ...
+        @property
+        def invocation_id(self) -> str: ...
+
 
 _set = object.__setattr__
 
@@ -79,20 +97,6 @@ class TransactionFacts(Record):
         return TransactionFacts(changes, self.owners_before)
 
 
-class UnitStateLike(Protocol):
-    """What the live planner reads of a service's manager state (ServiceState here, and
-    systemctl.UnitState from `systemctl show`, both have it)."""
-
-    @property
-    def load_state(self) -> str: ...
-    @property
-    def active_state(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def refuse_manual_stop(self) -> bool: ...
-    @property
-    def invocation_id(self) -> str: ...
 
 
 class ServiceState(Record):

@@ -14,7 +14,10 @@ everything else fails; the journal lists them so resume removes them too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Collection, Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Collection, Iterable
 
 RUNTIME_DIR = "run/systemd/system"
 GUARD_FILE = "50-libvirt-units-guard.conf"

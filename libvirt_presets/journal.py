@@ -12,7 +12,6 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 from . import report, state
 from .facts import PackageChange, TransactionFacts
@@ -21,20 +20,20 @@ from .snapshot import Snapshot
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey, is_valid_unit_name
 from .words import Change, Step
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
 PENDING = state.PENDING
 _set = object.__setattr__
 # Step.LIVE_RELOAD is marked before the reload batch runs: a reload leaves no trace the planner
 # could see (the invocation ID stays), so a resumed run must not reload again.
-STEPS = tuple(Step)
-# steps by the names older versions wrote: the link restore was "links"
-OLD_STEPS = {"links": Step.RESTORE}
+STEPS = tuple(Step)  # older journals may also say "links" (a mark nothing read): ignored
 
 
 def _step(raw: Any) -> Step | None:
-    """A step the journal marks done, by its name now or an older one; None if unknown."""
-    if raw in STEPS:
-        return Step(raw)
-    return OLD_STEPS.get(raw) if isinstance(raw, str) else None
+    """A step the journal marks done; None for one this version does not know."""
+    return Step(raw) if raw in STEPS else None
 
 
 class JournalError(ValueError):

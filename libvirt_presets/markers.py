@@ -33,7 +33,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 from . import guards, report
 from .config import NEVER, RELOAD, RESTART, Config, config_paths, load_config
@@ -43,6 +42,10 @@ from .snapshot import take_snapshot
 from .systemctl import CommandError, Systemctl
 from .units import SYSTEM, UnitKey, template_of
 from .words import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Collection, Mapping, Sequence
 
 _set = object.__setattr__
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Callable, Collection, Mapping, Protocol
 
 from .config import NEVER, RELOAD, RESTART, Config, is_file_trigger
 from .facts import (
@@ -40,13 +39,29 @@ from .facts import (
     LiveFacts,
     PackageChange,
     TransactionFacts,
-    UnitStateLike,
     units_in_files,
 )
 from .records import Record
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
 from .words import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Collection, Mapping, Protocol
+
+    from .facts import UnitStateLike
+
+    class PresetDecisionLike(Protocol):
+        action: str
+
+        @property
+        def reason(self) -> str: ...
+
+    class PresetOracle(Protocol):
+        """What the preset files say about a unit (presets.PresetSet)."""
+
+        def decide(self, unit_name: str) -> PresetDecisionLike: ...
 
 # Unit types a scriptlet stops or restarts and that we therefore guard.
 GUARDED_TYPES = (".service", ".socket", ".path", ".timer")
@@ -155,19 +170,6 @@ def files_that_matter(config: Config) -> Callable[[str], object]:
     wanted = [re.escape(d) for d in UNIT_DIR_PREFIXES]
     wanted += [fnmatch.translate(p) for p in config.triggers if is_file_trigger(p)]
     return re.compile("|".join(wanted)).match
-
-
-class PresetDecisionLike(Protocol):
-    action: str
-
-    @property
-    def reason(self) -> str: ...
-
-
-class PresetOracle(Protocol):
-    """What the preset files say about a unit (presets.PresetSet)."""
-
-    def decide(self, unit_name: str) -> PresetDecisionLike: ...
 
 
 class _Notes:

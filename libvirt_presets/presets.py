@@ -33,12 +33,15 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Callable
 
 from .records import Record
 from .snapshot import resolve_in_root
 from .systemctl import default_binary
 from .units import SYSTEM, UNIT_TYPES, USER
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 _set = object.__setattr__
 

@@ -12,9 +12,12 @@ what `@dataclass(frozen=True)` did: no assignment, equality and hashing by field
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, Callable, ClassVar, TypeVar
 
-R = TypeVar("R", bound="Record")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, ClassVar, TypeVar
+
+    R = TypeVar("R", bound="Record")
 
 
 def _no_fields(record: object) -> tuple[()]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from typing import Any, Iterable, Sequence
 
 from .checks import Problem
 from .planner import Plan, UnitPlan
 from .records import Record
 from .words import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Sequence
 
 _set = object.__setattr__
 

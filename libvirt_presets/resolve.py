@@ -9,10 +9,13 @@ Incoming file lists come from repository metadata (filelists are loaded on purpo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
 from . import facts
 from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence
 
 _set = object.__setattr__
 

@@ -8,11 +8,14 @@ default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 from .gate import transaction_set
 from .records import Record
 from .units import UnitKey
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 _set = object.__setattr__
 
@@ -39,19 +42,27 @@ def nevra(hdr) -> str:  # noqa: ANN001
 
 def owners(root: Path, units: dict[UnitKey, str]) -> dict[UnitKey, str]:
     """Owning package (NEVRA) of each unit file, looked up in the root's rpmdb."""
-    found: dict[UnitKey, str] = {}
     if not units:
-        return found
+        return {}
+    return owners_and_cookie(root, units)[0]
+
+
+def owners_and_cookie(root: Path, units: dict[UnitKey, str]) -> tuple[dict[UnitKey, str], str | None]:
+    """owners() and cookie() with one opening of the database: begin() needs both."""
+    found: dict[UnitKey, str] = {}
     ts = _ts(root)
-    for key, rel in units.items():
-        for path in _path_variants("/" + rel):
-            for hdr in ts.dbMatch("basenames", path):
-                found[key] = nevra(hdr)
-                break
-            if key in found:
-                break
-    ts.closeDB()
-    return found
+    try:
+        ts.openDB()
+        for key, rel in units.items():
+            for path in _path_variants("/" + rel):
+                for hdr in ts.dbMatch("basenames", path):
+                    found[key] = nevra(hdr)
+                    break
+                if key in found:
+                    break
+        return found, ts.dbCookie()
+    finally:
+        ts.closeDB()
 
 
 def _path_variants(path: str) -> Iterable[str]:

@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable
 
-from . import executor, journal, render, report, rpmdb, rpmdiff, state, watch
+from . import executor, journal, render, report, rpmdb, state
 from . import guards as runtime_guards
 from .config import RESTART, Config
 from .executor import Outcome, apply_presets
@@ -29,11 +29,16 @@ from .planner import (
     plan_transaction,
     predict_units_after,
 )
-from .presets import load_presets
 from .snapshot import Snapshot, read_invocations, read_live_facts, scan_links, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
 from .words import Action, Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Collection, Iterable, Iterator
+
+    from .presets import PresetSet
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
 
@@ -83,7 +88,8 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     for problem in before.problems:
         report.warn(problem)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
-    facts = TransactionFacts(tuple(changes), rpmdb.owners(root, managed))
+    owners, cookie = rpmdb.owners_and_cookie(root, managed)
+    facts = TransactionFacts(tuple(changes), owners)
     invocations = read_invocations(root) if live and config.restarts else {}
     guards: tuple[str, ...] = ()
     quiet: tuple[str, ...] = ()
@@ -92,12 +98,12 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
         predicted = plan_transaction(before, predict_units_after(before, facts), facts, config, live=now)
         guards, quiet = predicted.live.guard, predicted.live.quiet_reload
     entry = journal.read(journal.encode(before, facts, live=live, invocations=invocations,
-                                        rpmdb_cookie=rpmdb.cookie(root), done=[], guards=guards,
+                                        rpmdb_cookie=cookie, done=[], guards=guards,
                                         keep_file=files_that_matter(config)))
     journal.save(root, entry)  # before rpm runs (and before any guard): a killed dnf loses nothing
     watcher = None
     if guards:
-        from . import markers  # live hosts only: the rest of dnf's runs do without it
+        from . import markers, watch  # live hosts only: the rest of dnf's runs do without them
 
         markers.forget_trigger(root)  # a stamp our rpm trigger leaves from now on is this transaction's
         watcher = watch.start(root, guards)
@@ -124,7 +130,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
     the services' states included)."""
     after = take_snapshot(pending.root)
     facts = pending.facts.with_done(done_nevras)
-    presets = {scope: load_presets(pending.root, scope) for scope in (SYSTEM, USER)}
+    presets = PresetFiles(pending.root)
     live = None
     if pending.live:
         guarded = pending.journal.guards if pending.journal else ()
@@ -137,6 +143,30 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
     for problem in dict.fromkeys(p for scope in scopes for p in presets[scope].problems):
         report.warn(problem)
     return plan, live
+
+
+class PresetFiles(Mapping[str, "PresetSet"]):
+    """scope -> the preset files of that scope, read when the planner first asks (for a new unit
+    of that scope): most transactions bring no new unit, and none of the user scope."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._read: dict[str, PresetSet] = {}
+
+    def __getitem__(self, scope: str) -> PresetSet:
+        if scope not in (SYSTEM, USER):
+            raise KeyError(scope)
+        if scope not in self._read:
+            from .presets import load_presets
+
+            self._read[scope] = load_presets(self._root, scope)
+        return self._read[scope]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((SYSTEM, USER))
+
+    def __len__(self) -> int:
+        return 2
 
 
 def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[str, ...]:
@@ -172,7 +202,8 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
         "warnings": outcome.warnings,
     }
     try:
-        state.write_json(root, state.LAST_TRANSACTION, data, durable=False)  # a report, not state
+        # a report, not state; compact, so that json's C encoder writes it (`last` shows it)
+        state.write_json(root, state.LAST_TRANSACTION, data, indent=None, durable=False)
     except OSError as exc:
         report.warn(f"cannot record the transaction in {state.state_dir(root)}: {exc}")
     return data
@@ -240,14 +271,16 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     root = pending.root
     done = set(pending.journal.done) if pending.journal else set()
 
-    def step(name: Step) -> None:
-        if pending.journal is not None:
+    def step(name: Step, did: object = True) -> None:
+        """Mark a step done in the journal: only one that did something is worth a rewrite
+        (a resumed run redoes an idempotent step that had nothing to do at no cost)."""
+        if pending.journal is not None and did:
             pending.journal = journal.mark_done(root, pending.journal, name)
 
     # First of all, whatever fails later: no unit may stay guarded.
     guards = pending.journal.guards if pending.journal else ()
     unguarded = runtime_guards.remove(root, guards) if Step.UNGUARD not in done else []
-    step(Step.UNGUARD)
+    step(Step.UNGUARD, unguarded)
     # The manager forgets a guard only at its next daemon-reload: one is due whenever this
     # transaction placed guards and the live step (which reloads) has not run, even when the
     # files are already gone (a run killed after removing them, before reloading).
@@ -266,17 +299,19 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     reloaded = False
     if Step.PRESETS not in done:
         reloaded = apply_presets(plan, systemctl, outcome, reload=pending.live)
-        step(Step.PRESETS)
+        step(Step.PRESETS, plan.presets)
     checkpoint("mid-actions")
     # A new unit's Also= may have touched an old unit's links: put them back once more.
     restored_late = restore_links(root, plan, outcome) if outcome.preset else 0
-    step(Step.RESTORE)
     if pending.live and daemon_reload_due(plan, links_changed=bool(outcome.restored), guards_to_drop=reload_for_guards,
                                           preset_reloaded=reloaded, late_links_changed=restored_late > 0):
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")
-    watch.release(pending.watcher)  # the manager enforces no guard any more
+    if pending.watcher is not None:
+        from . import watch
+
+        watch.release(pending.watcher)  # the manager enforces no guard any more
     if not live_actions and live is not None and Step.LIVE not in done:
         return outcome  # the restarts wait for the next transaction or an explicit resume
     if live is not None and Step.LIVE not in done:
@@ -348,6 +383,7 @@ def finish_observed(root: Path, config: Config, data: dict[str, Any], live_actio
         return resume(root, config, live_actions)  # rpm changed nothing: resume() discards the journal
     installed = rpmdb.installed_stamps(root)
     arrived = rpmdb.installed_packages(root, [n for n, tid in installed.items() if installed_before.get(n) != tid])
+    from . import rpmdiff  # transactions nobody describes to us only
     changes = rpmdiff.changes_between(installed_before, installed, arrived)
     facts = TransactionFacts(tuple(changes), facts.owners_before)
     live = entry.live and is_live(root)

@@ -13,7 +13,6 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Iterable
 
 from .facts import LiveFacts, ServiceState
 from .records import Record
@@ -27,6 +26,10 @@ from .units import (
     is_valid_unit_name,
     template_of,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 _set = object.__setattr__
 

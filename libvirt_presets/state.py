@@ -12,9 +12,12 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from .gate import PENDING, STATE_DIR
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FORMAT_VERSION", "LAST_TRANSACTION", "PENDING", "STATE_DIR", "read_json", "state_dir", "write_json"]
 

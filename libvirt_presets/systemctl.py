@@ -18,9 +18,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
 
 from .units import is_valid_unit_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Sequence
 
 log = logging.getLogger("dnf.plugin.libvirt-units")
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from typing import Iterable, NamedTuple
+from operator import itemgetter
 
 from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 _set = object.__setattr__
 
@@ -61,11 +65,31 @@ DEFAULT_UNIT_GLOBS = tuple(
 ) + ("libvirt-guests.service",)
 
 
-class UnitKey(NamedTuple):
-    """A unit as systemd sees it: the same name in the system and user scope are two units."""
+class UnitKey(tuple[str, str]):
+    """A unit as systemd sees it: the same name in the system and user scope are two units.
 
-    scope: str
-    name: str
+    A (scope, name) tuple, ordered and hashed as one; written out rather than a
+    typing.NamedTuple, whose import dnf's process would pay for (records.py says why)."""
+
+    __slots__ = ()
+
+    def __new__(cls, scope: str, name: str) -> UnitKey:
+        return tuple.__new__(cls, (scope, name))
+
+    if TYPE_CHECKING:
+        @property
+        def scope(self) -> str: ...
+        @property
+        def name(self) -> str: ...
+    else:
+        scope = property(itemgetter(0), doc="system or user")
+        name = property(itemgetter(1), doc="the unit's name")
+
+    def __getnewargs__(self) -> tuple[str, str]:
+        return (self[0], self[1])
+
+    def __repr__(self) -> str:
+        return f"UnitKey(scope={self[0]!r}, name={self[1]!r})"
 
     def __str__(self) -> str:
         return self.name if self.scope == SYSTEM else f"{self.name} (user)"
@@ -96,9 +120,12 @@ def is_glob_valid(pattern: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9:_.\\@*?\[\]!-]+", pattern) is not None
 
 
-class _Matcher(NamedTuple):
-    literals: frozenset[str]
-    wildcards: re.Pattern[str] | None
+class _Matcher:
+    __slots__ = ("literals", "wildcards")
+
+    def __init__(self, literals: frozenset[str], wildcards: re.Pattern[str] | None) -> None:
+        self.literals = literals
+        self.wildcards = wildcards
 
     def matches(self, name: str) -> bool:
         return name in self.literals or bool(self.wildcards and self.wildcards.match(name))

@@ -16,7 +16,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Sequence
 
 DONE = b"done\n"
 HOME = str(Path(__file__).resolve().parents[1])  # where this package is imported from

@@ -74,7 +74,6 @@ class Step(StrEnum):
 
     UNGUARD = "unguard"
     PRESETS = "presets"
-    RESTORE = "restore"  # older journals say "links" (journal.OLD_STEPS)
     LIVE_RELOAD = "live-reload"  # marked before the reload batch runs: a reload leaves no trace
     LIVE = "live"
 

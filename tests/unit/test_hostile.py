@@ -568,12 +568,12 @@ def test_a_journal_of_the_previous_version_with_began_usec_still_decodes():
     assert "began_usec" not in journal.decode(old)[2].to_json()
 
 
-def test_a_journal_that_marks_the_restore_step_by_its_old_name_links_still_reads():
+def test_a_journal_with_the_old_links_step_still_reads():
+    """Older journals mark a step "links" (nothing read it): it is ignored, as any unknown step."""
     old = {**json.loads(json.dumps(good_record())), "done": ["unguard", "presets", "links", "nonsense"]}
     entry = journal.decode(old)[2]
-    assert entry.done == ("unguard", "presets", "restore")
-    assert entry.to_json()["done"] == ["unguard", "presets", "restore"]
-    assert json.dumps(entry.to_json()["done"]) == '["unguard", "presets", "restore"]'
+    assert entry.done == ("unguard", "presets")
+    assert json.dumps(entry.to_json()["done"]) == '["unguard", "presets"]'
 
 
 # --- a huge transaction -------------------------------------------------------------------------------
