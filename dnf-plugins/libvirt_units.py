@@ -122,14 +122,20 @@ class LibvirtUnits(dnf.Plugin):
             return "rpm's transaction set holds no file lists"
         try:
             triggers = gate.trigger_patterns(config_files(self.base.conf))
-        except gate.Unreadable as exc:
+        except OSError as exc:
             return str(exc)
-        inbound = [(tsi.pkg.name, known.get(str(tsi.pkg), ())) for tsi in self.base.transaction
-                   if tsi.action in INBOUND]
-        if len(inbound) != len(known):
+        packages = []
+        inbound = 0
+        for tsi in self.base.transaction:
+            pkg = tsi.pkg
+            if tsi.action in INBOUND:
+                inbound += 1
+                packages.append((pkg.name, known.get(str(pkg), ())))
+            else:
+                packages.append((pkg.name, pkg.files))
+        if inbound != len(known):
             return "rpm's transaction set and dnf's differ"
-        outbound = ((tsi.pkg.name, tsi.pkg.files) for tsi in self.base.transaction if tsi.action not in INBOUND)
-        return gate.concerns([*inbound, *outbound], triggers)
+        return gate.concerns(packages, triggers)
 
     def _root(self) -> Path:
         from pathlib import Path
@@ -233,6 +239,7 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
     dry run, which has neither, takes them from metadata."""
     from libvirt_presets import facts
+    from libvirt_presets.headers import HeaderReader
 
     actions = {
         dnf.transaction.PKG_INSTALL: facts.INSTALL,
@@ -243,7 +250,7 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     }
     changes = []
     known = known or {}
-    headers = gate.HeaderReader(str(root))
+    headers = HeaderReader(str(root))
     taken = 0
     for tsi in transaction:
         pkg = tsi.pkg

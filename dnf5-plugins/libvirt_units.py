@@ -58,7 +58,9 @@ def _log_to_stderr() -> None:
 def incoming_files(transaction, root: str) -> dict[str, frozenset[str]]:  # noqa: ANN001
     """File lists of the incoming packages, by NEVRA, from the downloaded rpm headers
     (repositories may carry no filelists)."""
-    headers = gate.HeaderReader(root)
+    from libvirt_presets.headers import HeaderReader
+
+    headers = HeaderReader(root)
     actions = libdnf5.transaction
     inbound = (actions.TransactionItemAction_INSTALL, actions.TransactionItemAction_UPGRADE,
                actions.TransactionItemAction_DOWNGRADE, actions.TransactionItemAction_REINSTALL)
@@ -193,7 +195,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         if not pending:
             try:
                 reason = concerns(transaction, incoming, gate.trigger_patterns(self._config_files()))
-            except gate.Unreadable as exc:
+            except OSError as exc:
                 reason = str(exc)
             if reason is None:
                 logger.debug(MSG_NOT_CONCERNED)

@@ -12,6 +12,7 @@ from pathlib import Path
 from .records import Record
 from .snapshot import Snapshot, link_scope, read_unit_settings
 from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name, parse_boolean
+from .words import ProblemKind
 
 _set = object.__setattr__
 
@@ -21,11 +22,11 @@ LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "List
 
 class Problem(Record):
     __slots__ = ("kind", "units", "message")
-    kind: str  # socket-conflict | missing-service | dangling-link | config | pending
+    kind: ProblemKind
     units: tuple[str, ...]
     message: str
 
-    def __init__(self, kind: str, units: tuple[str, ...], message: str) -> None:
+    def __init__(self, kind: ProblemKind, units: tuple[str, ...], message: str) -> None:
         _set(self, "kind", kind)
         _set(self, "units", units)
         _set(self, "message", message)
@@ -59,12 +60,12 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
             svc = UnitKey(unit.scope, service)
             etc = root / ENABLEMENT_DIRS[unit.scope] / service
             if svc not in snapshot.units and not etc.exists():
-                problems.append(Problem("missing-service", (unit.name,),
+                problems.append(Problem(ProblemKind.MISSING_SERVICE, (unit.name,),
                                         f"{unit.name} is enabled but its service {service} is not installed"))
     for (_, address), units in sorted(listeners.items()):
         if len(units) > 1:
             problems.append(Problem(
-                "socket-conflict", tuple(units),
+                ProblemKind.SOCKET_CONFLICT, tuple(units),
                 f"{' and '.join(units)} are both enabled and listen on {address}: "
                 f"only one of them can start (disable one)"))
     for link, target in sorted(snapshot.links.items()):
@@ -76,6 +77,6 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
         base = root if os.path.isabs(target) else root / os.path.dirname(link)
         resolved = base / target.lstrip("/")
         if not os.path.exists(resolved):
-            problems.append(Problem("dangling-link", (unit_name,),
+            problems.append(Problem(ProblemKind.DANGLING_LINK, (unit_name,),
                                     f"/{link} points to {target}, which does not exist"))
     return problems

@@ -19,6 +19,7 @@ from .render import UnitStatus
 from .snapshot import Snapshot, link_units, read_invocations, read_live_facts, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
+from .words import ProblemKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def pending_problem(root: Path, resume: str) -> Problem | None:
     path = state.state_dir(root) / state.PENDING
     if not os.path.lexists(path):
         return None
-    return Problem("pending", (), f"{path}: unfinished transaction; run '{resume}'")
+    return Problem(ProblemKind.PENDING, (), f"{path}: unfinished transaction; run '{resume}'")
 
 
 def check(root: Path, config: Config, resume: str = "dnf libvirt-units resume") -> list[Problem]:
@@ -88,7 +89,7 @@ def check(root: Path, config: Config, resume: str = "dnf libvirt-units resume") 
     snap = take_snapshot(root)
     managed = {u for u in set(snap.units) | _linked_units(snap) if u in config.scope}
     problems = find_problems(root, snap, managed)
-    problems += [Problem("config", (), p) for p in config.problems]
+    problems += [Problem(ProblemKind.CONFIG, (), p) for p in config.problems]
     pending = pending_problem(root, resume)
     return problems + ([pending] if pending else [])
 

@@ -13,10 +13,11 @@ import subprocess
 from pathlib import Path
 
 from . import report
-from .planner import LinkRepair, Plan
+from .planner import LinkRestore, Plan
 from .snapshot import link_scope, plain_link_scope, resolve_in_root
 from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
+from .words import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,19 +25,20 @@ if TYPE_CHECKING:
 
 
 class Outcome:
-    __slots__ = ("preset", "repaired", "live", "warnings", "unrepairable")
+    __slots__ = ("preset", "restored", "live", "warnings", "unrestorable")
 
-    def __init__(self, preset: list[str] | None = None, repaired: list[LinkRepair] | None = None,
-                 live: dict[str, list[str]] | None = None, warnings: list[str] | None = None,
-                 unrepairable: set[str] | None = None) -> None:
+    def __init__(self, preset: list[str] | None = None, restored: list[LinkRestore] | None = None,
+                 live: dict[Action, list[str]] | None = None, warnings: list[str] | None = None,
+                 unrestorable: set[str] | None = None) -> None:
         self.preset: list[str] = [] if preset is None else preset
-        self.repaired: list[LinkRepair] = [] if repaired is None else repaired
-        # live actions done, by what the manager did: "restart", "reload", "start", "stop" -> units
-        self.live: dict[str, list[str]] = {} if live is None else live
+        # the links put back, and those that could not be (warned about once)
+        self.restored: list[LinkRestore] = [] if restored is None else restored
+        # live actions done, by what the manager did: restart, reload, start, stop, unmark -> units
+        self.live: dict[Action, list[str]] = {} if live is None else live
         self.warnings: list[str] = [] if warnings is None else warnings
-        self.unrepairable: set[str] = set() if unrepairable is None else unrepairable
+        self.unrestorable: set[str] = set() if unrestorable is None else unrestorable
 
-    def warn(self, message: str, unit: str | None = None, action: str | None = None,
+    def warn(self, message: str, unit: str | None = None, action: Action | None = None,
              trigger: str | None = None) -> None:
         self.warnings.append(message)
         report.warn(message, unit, action, trigger)
@@ -74,9 +76,9 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome, reload: bo
                     done.append(name)
                 else:
                     outcome.warn(f"preset of {name} failed: {first_line(single.stderr)}",
-                                 name, "preset", packages.get(UnitKey(scope, name)))
+                                 name, Action.PRESET, packages.get(UnitKey(scope, name)))
         for name in done:
-            report.record("preset", name, "done", reason, packages.get(UnitKey(scope, name)),
+            report.unit_action(Action.PRESET, name, "done", reason, packages.get(UnitKey(scope, name)),
                           level=logging.DEBUG)
         outcome.preset += done
         if done:
@@ -93,7 +95,7 @@ def _inside(top: Path, path: Path) -> bool:
     return real == real_top or real.startswith(real_top.rstrip("/") + "/")
 
 
-def apply_link(root: Path, repair: LinkRepair) -> None:
+def apply_link(root: Path, restore: LinkRestore) -> None:
     """Set or remove one enablement symlink, atomically, without leaving the root.
 
     The link must be a plain relative path below etc/systemd/{system,user}. Its directory is
@@ -101,7 +103,7 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     below that enablement directory: a wants directory that is a symlink to elsewhere, inside
     the root or out of it, is refused and never written through. OSError says why.
     """
-    link, target = repair.link, repair.target
+    link, target = restore.link, restore.target
     scope = plain_link_scope(link, target)
     if scope is None:
         raise OSError(f"{link!r} is not a path below an enablement directory; refused")
@@ -130,50 +132,51 @@ def apply_link(root: Path, repair: LinkRepair) -> None:
     os.replace(tmp, path)
 
 
-def restore_links(root: Path, plan: Plan, repairs: Sequence[LinkRepair], outcome: Outcome) -> int:
-    """Apply the link repairs that put the kept units' enablement back; returns how many links
-    it changed (a link that cannot be set is warned about once, then left alone)."""
-    before = len(outcome.repaired)
+def restore_links(root: Path, plan: Plan, restores: Sequence[LinkRestore], outcome: Outcome) -> int:
+    """Put back the links of the units that keep their enablement; returns how many links it
+    changed (a link that cannot be set is warned about once, then left alone)."""
+    before = len(outcome.restored)
     packages = _packages_after(plan)
-    for repair in repairs:
-        if repair.link in outcome.unrepairable:
+    for restore in restores:
+        if restore.link in outcome.unrestorable:
             continue  # warned about once already
-        shown = f"/{repair.link}" if root == Path("/") else str(root / repair.link)  # as systemctl says it
+        shown = f"/{restore.link}" if root == Path("/") else str(root / restore.link)  # as systemctl says it
         shown = shown if shown.isprintable() else ascii(shown)  # one log line
-        what = f"created symlink {shown} \u2192 {repair.target}" if repair.target else f'removed "{shown}"'
+        what = f"created symlink {shown} \u2192 {restore.target}" if restore.target else f'removed "{shown}"'
         what = what if what.isprintable() else ascii(what)
-        name = os.path.basename(repair.link)
-        trigger = packages.get(UnitKey(link_scope(repair.link) or SYSTEM, name))
+        name = os.path.basename(restore.link)
+        trigger = packages.get(UnitKey(link_scope(restore.link) or SYSTEM, name))
         name = name if name.isprintable() else ascii(name)
         try:
-            apply_link(root, repair)
+            apply_link(root, restore)
         except (OSError, ValueError) as exc:
             why = str(exc) if str(exc).isprintable() else ascii(str(exc))
-            outcome.warn(f"cannot restore {shown}: {why}", name, "restore", trigger)
-            outcome.unrepairable.add(repair.link)
+            outcome.warn(f"cannot restore {shown}: {why}", name, Action.RESTORE, trigger)
+            outcome.unrestorable.add(restore.link)
             continue
-        outcome.repaired.append(repair)
-        report.record("restore", name, what, "put back as the admin left it", trigger)
-    return len(outcome.repaired) - before
+        outcome.restored.append(restore)
+        report.unit_action(Action.RESTORE, name, what, "put back as the admin left it", trigger)
+    return len(outcome.restored) - before
 
 
-def run_batch(systemctl: Systemctl, kind: str, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
+def run_batch(systemctl: Systemctl, kind: Action, units: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """One systemctl call for a whole batch of `kind` (restart, reload or stop); `restart` also
     starts the stopped units in it."""
-    call = {"restart": systemctl.restart, "reload": systemctl.reload_or_restart, "stop": systemctl.stop}[kind]
+    call = {Action.RESTART: systemctl.restart, Action.RELOAD: systemctl.reload_or_restart,
+            Action.STOP: systemctl.stop}[kind]
     return call(units)
 
 
-def done(outcome: Outcome, kind: str, units: Sequence[str], triggers: Mapping[str, str],
+def done(outcome: Outcome, kind: Action, units: Sequence[str], triggers: Mapping[str, str],
          starts: Sequence[str] = ()) -> None:
     """Report units a batch did; in the restart batch, the units that were stopped count as
     started."""
     for unit in units:
-        did = "start" if unit in starts else kind
+        did = Action.START if unit in starts else kind
         outcome.live.setdefault(did, []).append(unit)
         why = f"{triggers[unit]} changed" if unit in triggers else "running before the transaction"
-        report.record(did, unit, "done", why, triggers.get(unit))
+        report.unit_action(did, unit, "done", why, triggers.get(unit))
 
 
-def failed(outcome: Outcome, kind: str, unit: str, why: str, triggers: Mapping[str, str]) -> None:
+def failed(outcome: Outcome, kind: Action, unit: str, why: str, triggers: Mapping[str, str]) -> None:
     outcome.warn(f"{kind} of {unit} failed: {why}", unit, kind, triggers.get(unit))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .records import Record
 from .units import SYSTEM, VENDOR_DIRS, UnitKey, is_valid_unit_name
+from .words import Change
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,12 +32,13 @@ if TYPE_CHECKING:
 
 _set = object.__setattr__
 
-INSTALL = "install"
-UPGRADE = "upgrade"
-DOWNGRADE = "downgrade"
-REINSTALL = "reinstall"
-OBSOLETE = "obsolete"  # an incoming package that replaces another name
-ERASE = "erase"  # outgoing: removed, upgraded, downgraded, reinstalled or obsoleted
+# the package changes by their names here, for the front ends (words.Change says what each is)
+INSTALL = Change.INSTALL
+UPGRADE = Change.UPGRADE
+DOWNGRADE = Change.DOWNGRADE
+REINSTALL = Change.REINSTALL
+OBSOLETE = Change.OBSOLETE
+ERASE = Change.ERASE
 INBOUND = (INSTALL, UPGRADE, DOWNGRADE, REINSTALL, OBSOLETE)
 
 
@@ -44,12 +46,12 @@ class PackageChange(Record):
     __slots__ = ("name", "nevra", "action", "files", "done")
     name: str
     nevra: str
-    action: str
+    action: Change
     files: frozenset[str]
     # False when rpm reported this element as failed: act only on what really changed
     done: bool
 
-    def __init__(self, name: str, nevra: str, action: str, files: frozenset[str] = frozenset(),
+    def __init__(self, name: str, nevra: str, action: Change, files: frozenset[str] = frozenset(),
                  done: bool = True) -> None:
         _set(self, "name", name)
         _set(self, "nevra", nevra)

@@ -42,6 +42,7 @@ DEFAULT_TRIGGERS = {
 # Every directory a package could ship a unit, a drop-in or a preset in (both scopes, /lib
 # for roots without merged /usr): wider than the unit search path on purpose.
 SYSTEMD_DIRS = ("/usr/lib/systemd/", "/lib/systemd/", "/etc/systemd/", "/usr/local/lib/systemd/")
+_GLOB = frozenset("*?[")  # what makes a trigger a glob for fnmatch
 STATE_DIR = "var/lib/dnf/libvirt-units"
 PENDING = "pending.json"  # the journal of an unfinished transaction (journal.py)
 
@@ -59,10 +60,6 @@ def config_files(main: str = CONFIG_FILE) -> list[str]:
 def journal_pending(root: str) -> bool:
     """An earlier transaction left its journal: the core must complete it."""
     return os.path.lexists(os.path.join(root, STATE_DIR, PENDING))
-
-
-class Unreadable(Exception):
-    """A configuration file this module cannot judge: the core must read it."""
 
 
 def read_text(path: str) -> str | None:
@@ -84,14 +81,14 @@ def read_text(path: str) -> str | None:
 
 def trigger_patterns(paths: Iterable[str]) -> set[str]:
     """Every key of a [triggers] section in these files, plus the default ones. A superset of
-    the triggers config.py accepts: invalid or emptied keys count too. Unreadable on a file
-    that cannot be read."""
+    the triggers config.py accepts: invalid or emptied keys count too. OSError, naming the
+    file, on one that cannot be read: the core must read it then."""
     patterns = set(DEFAULT_TRIGGERS)
     for path in paths:
         try:
             text = read_text(path)
         except OSError as exc:
-            raise Unreadable(f"{path}: {exc.strerror or exc}") from exc
+            raise OSError(f"{path}: {exc.strerror or exc}") from exc
         in_triggers = False
         for raw in (text or "").replace("\r", "\n").split("\n"):
             line = raw.strip()
@@ -104,48 +101,27 @@ def trigger_patterns(paths: Iterable[str]) -> set[str]:
     return patterns
 
 
-def transaction_set(root: str):  # noqa: ANN201 - rpm has no type stubs
-    """An rpm transaction set on `root` for reading headers and the rpmdb (rpm imported here,
-    when first needed: dnf 4 has it loaded, dnf5's Python loader does not)."""
-    import rpm
-
-    ts = rpm.TransactionSet(root)
-    # headers of downloaded packages were verified by dnf already; we only read file lists
-    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
-    return ts
-
-
-class HeaderReader:
-    """File lists from package files' headers, through one rpm transaction set for all of them
-    (a set per package cost ~20 ms per 500 packages)."""
-
-    def __init__(self, root: str) -> None:
-        self._root = root
-        self._ts = None
-
-    def files(self, package_file: str) -> frozenset[str]:
-        import rpm
-
-        if self._ts is None:
-            self._ts = transaction_set(self._root)
-        with open(package_file, "rb") as fd:
-            hdr = self._ts.hdrFromFdno(fd.fileno())
-        return frozenset(hdr[rpm.RPMTAG_FILENAMES])  # names only: no per-file info objects
-
-
 def concerns(packages: Iterable[tuple[str, Iterable[str]]], triggers: set[str]) -> str | None:
     """Why the transaction concerns us (a short reason), or None when it provably does not.
-    `packages`: (name, files) of every package coming in or going out."""
-    file_globs = [t for t in triggers if t.startswith("/")]
-    name_globs = [t for t in triggers if not t.startswith("/")]
+    `packages`: (name, files) of every package coming in or going out. Plain names are
+    compared as strings: fnmatch compiles a regular expression for each pattern it meets."""
+    names = {t for t in triggers if not t.startswith("/") and not _GLOB.intersection(t)}
+    paths = {t for t in triggers if t.startswith("/") and not _GLOB.intersection(t)}
+    globs = [t for t in triggers if _GLOB.intersection(t)]
+    name_globs = [g for g in globs if not g.startswith("/")]
+    path_globs = [g for g in globs if g.startswith("/")]
     for name, files in packages:
+        if name in names:
+            return f"{name} matches the trigger {name}"
         for glob in name_globs:
             if fnmatch.fnmatchcase(name, glob):
                 return f"{name} matches the trigger {glob}"
         for path in files:
             if path.startswith(SYSTEMD_DIRS):
                 return f"{name} ships {path}"
-            for glob in file_globs:
+            if path in paths:
+                return f"{name} ships {path}, a trigger"
+            for glob in path_globs:
                 if fnmatch.fnmatchcase(path, glob):
                     return f"{name} ships {path}, which matches the trigger {glob}"
     return None

@@ -15,21 +15,74 @@ from pathlib import Path
 
 from . import report, state
 from .facts import PackageChange, TransactionFacts
+from .records import Record
 from .snapshot import Snapshot, plain_link_scope
 from .units import SYSTEM, USER, UnitKey, is_valid_unit_name
+from .words import Change, Step
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
 PENDING = state.PENDING
-# "live-reload" is marked before the reload batch runs: a reload leaves no trace the planner
+_set = object.__setattr__
+# Step.LIVE_RELOAD is marked before the reload batch runs: a reload leaves no trace the planner
 # could see (the invocation ID stays), so a resumed run must not reload again.
-STEPS = ("unguard", "presets", "links", "live-reload", "live")
+STEPS = tuple(Step)  # older journals may also say "links" (a mark nothing read): ignored
+
+
+def _step(raw: Any) -> Step | None:
+    """A step the journal marks done; None for one this version does not know."""
+    return Step(raw) if raw in STEPS else None
 
 
 class JournalError(ValueError):
     """The journal file is not one we can trust (corrupt, unknown version, wrong shape)."""
+
+
+# the facts from before rpm ran, as encode() writes them and decode() rebuilds them
+FACTS = ("units_before", "admin_units_before", "links_before", "owners_before", "changes")
+# The CLI's snapshot (plain rpm, dnf5) knows no package list: it records every installed package
+# instead, NEVRA -> ID of the rpm transaction that installed it (rpmdb.installed_stamps).
+INSTALLED_BEFORE = "installed_before"
+
+
+class Journal(Record):
+    """The journal as written: when it was begun, for a live host or not, the rpmdb cookie and
+    the running units' invocation IDs then, the guards placed, the steps done, the installed
+    packages (CLI snapshots only), and the facts from before rpm ran in their written form
+    (`facts`: decode() rebuilds them). `to_json()` is the file's content."""
+
+    __slots__ = ("created", "live", "rpmdb_cookie", "invocations_before", "guards", "done",
+                 "installed_before", "facts")
+    created: str | None
+    live: bool
+    rpmdb_cookie: str | None
+    invocations_before: dict[str, str]
+    guards: tuple[str, ...]
+    done: tuple[Step, ...]
+    installed_before: dict[str, int] | None
+    facts: dict[str, Any]
+
+    def __init__(self, created: str | None, live: bool, rpmdb_cookie: str | None,
+                 invocations_before: dict[str, str], guards: tuple[str, ...] = (), done: tuple[Step, ...] = (),
+                 installed_before: dict[str, int] | None = None, facts: dict[str, Any] | None = None) -> None:
+        _set(self, "created", created)
+        _set(self, "live", live)
+        _set(self, "rpmdb_cookie", rpmdb_cookie)
+        _set(self, "invocations_before", invocations_before)
+        _set(self, "guards", guards)
+        _set(self, "done", done)
+        _set(self, "installed_before", installed_before)
+        _set(self, "facts", {} if facts is None else facts)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"created": self.created, "live": self.live, "rpmdb_cookie": self.rpmdb_cookie,
+                "invocations_before": self.invocations_before, **self.facts,
+                "done": list(self.done), "guards": list(self.guards)}
+        if self.installed_before is not None:
+            data[INSTALLED_BEFORE] = self.installed_before
+        return data
 
 
 def _unit(raw: Any) -> UnitKey:
@@ -42,7 +95,7 @@ def _unit(raw: Any) -> UnitKey:
 def encode(before: Snapshot, facts: TransactionFacts, *, live: bool, invocations: dict[str, str],
            rpmdb_cookie: str | None, done: list[str], guards: tuple[str, ...] = (),
            keep_file: Callable[[str], object] | None = None) -> dict[str, Any]:
-    """The journal record; `keep_file` (planner.files_that_matter) drops the files no plan reads."""
+    """The journal's data; `keep_file` (planner.files_that_matter) drops the files no plan reads."""
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "live": live,
@@ -68,11 +121,36 @@ def _link(link: Any, target: Any) -> tuple[str, str]:
     return link, target
 
 
-def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, Any]]:
-    """Rebuild the facts; anything malformed raises JournalError (never a half-trusted plan)."""
+def read(data: dict[str, Any]) -> Journal:
+    """The journal of the file's data, its facts unread; JournalError when malformed."""
     try:
         if not isinstance(data.get("live"), bool):
             raise JournalError(f"bad live flag {data.get('live')!r}")
+        cookie = data["rpmdb_cookie"]
+        created = data.get("created")
+        if not isinstance(cookie, (str, type(None))) or not isinstance(created, (str, type(None))):
+            raise JournalError(f"bad rpmdb cookie {cookie!r} or creation time {created!r}")
+        return Journal(
+            created=created,
+            live=data["live"],
+            rpmdb_cookie=cookie,
+            invocations_before={str(k): str(v) for k, v in dict(data["invocations_before"]).items()},
+            guards=tuple(_unit([SYSTEM, g]).name for g in data.get("guards", [])),
+            done=tuple(step for step in map(_step, data["done"]) if step is not None),
+            installed_before=decode_installed(data) if INSTALLED_BEFORE in data else None,
+            facts={key: data[key] for key in FACTS if key in data},
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+        if isinstance(exc, JournalError):
+            raise
+        raise JournalError(f"malformed journal: {exc}") from exc
+
+
+def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, Journal]:
+    """Rebuild the facts and read the journal; anything malformed raises JournalError (never a
+    half-trusted plan)."""
+    journal = read(data)
+    try:
         before = Snapshot(
             units={_unit(r[:2]): str(r[2]) for r in data["units_before"]},
             links=dict(_link(k, v) for k, v in dict(data["links_before"]).items()),
@@ -80,31 +158,26 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, dict[str, 
         )
         owners = {_unit(r[:2]): str(r[2]) for r in data["owners_before"]}
         changes = tuple(
-            PackageChange(str(c["name"]), str(c["nevra"]), str(c["action"]), frozenset(map(str, c["files"])))
+            PackageChange(str(c["name"]), str(c["nevra"]), Change(c["action"]), frozenset(map(str, c["files"])))
             for c in data["changes"]
         )
-        meta = {
-            "live": bool(data["live"]),
-            "rpmdb_cookie": data["rpmdb_cookie"],
-            "invocations_before": {str(k): str(v) for k, v in dict(data["invocations_before"]).items()},
-            "done": [s for s in data["done"] if s in STEPS],
-            "guards": [_unit([SYSTEM, g]).name for g in data.get("guards", [])],
-        }
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise JournalError(f"malformed journal: {exc}") from exc
-    return before, TransactionFacts(changes, owners), meta
+    return before, TransactionFacts(changes, owners), journal
 
 
-def save(root: Path, data: dict[str, Any], durable: bool = True) -> None:
-    state.write_json(root, PENDING, data, indent=None, durable=durable)  # rewritten after every step
+def save(root: Path, journal: Journal, durable: bool = True) -> None:
+    state.write_json(root, PENDING, journal.to_json(), indent=None, durable=durable)  # rewritten after every step
 
 
-def mark_done(root: Path, data: dict[str, Any], step: str) -> None:
-    """Steps are idempotent (drop-ins removed, links restored to a recorded state, presets of
-    the same new units, try-restarts of units whose invocation ID already changed are skipped):
-    a mark lost to a power cut only means a step done twice. No fsync for these."""
-    data["done"] = [*data.get("done", []), step]
-    save(root, data, durable=False)
+def mark_done(root: Path, journal: Journal, step: Step) -> Journal:
+    """The journal with `step` done, saved. Steps are idempotent (drop-ins removed, links
+    restored to a recorded state, presets of the same new units, try-restarts of units whose
+    invocation ID already changed are skipped): a mark lost to a power cut only means a step
+    done twice. No fsync for these."""
+    journal = journal.replace(done=(*journal.done, step))
+    save(root, journal, durable=False)
+    return journal
 
 
 def clear(root: Path) -> None:
@@ -135,8 +208,9 @@ def quarantine(root: Path, why: str) -> JournalError:
 
 
 def load(root: Path) -> dict[str, Any] | None:
-    """The unfinished journal, or None. A corrupt one is moved aside with a warning and
-    JournalError is raised: there was a transaction, and it cannot be completed."""
+    """The unfinished journal's data (read() and decode() make sense of it), or None. A corrupt
+    one is moved aside with a warning and JournalError is raised: there was a transaction, and
+    it cannot be completed."""
     path = state.state_dir(root) / PENDING
     try:
         return state.read_json(root, PENDING)
@@ -145,11 +219,6 @@ def load(root: Path) -> dict[str, Any] | None:
         return None
     except (ValueError, UnicodeDecodeError) as exc:
         raise quarantine(root, str(exc)) from exc
-
-
-# The CLI's snapshot (plain rpm, dnf5) knows no package list: it records every installed package
-# instead, NEVRA -> ID of the rpm transaction that installed it (rpmdb.installed_stamps).
-INSTALLED_BEFORE = "installed_before"
 
 
 def decode_installed(data: dict[str, Any]) -> dict[str, int]:

@@ -42,6 +42,7 @@ from .records import Record
 from .snapshot import take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, UnitKey, template_of
+from .words import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -194,10 +195,10 @@ def convert_restart_markers(config: Config, root: Path = Path("/"),
         result = systemctl.unmark(change.unit)
         if result.returncode != 0:
             report.warn(f"cannot remove the restart mark of {change.unit}: {result.stderr.strip()}",
-                        change.unit, "unmark", owners.get(change.unit))
+                        change.unit, Action.UNMARK, owners.get(change.unit))
             continue
         unmarked.append(change.unit)
-        report.record("unmark", change.unit, "restart mark removed", change.reason, owners.get(change.unit))
+        report.unit_action(Action.UNMARK, change.unit, "restart mark removed", change.reason, owners.get(change.unit))
         if change.reload:
             reload.append(change.unit)
     if reload:
@@ -206,10 +207,10 @@ def convert_restart_markers(config: Config, root: Path = Path("/"),
         result = systemctl.try_reload_or_restart(reload)
         for unit in reload:
             if result.returncode == 0:
-                report.record("reload", unit, "done", "a scriptlet marked it needs-restart; policy reload",
-                              owners.get(unit))
+                report.unit_action(Action.RELOAD, unit, "done", "a scriptlet marked it needs-restart; policy reload",
+                                   owners.get(unit))
             else:
-                report.warn(f"reload of {unit} failed: {result.stderr.strip()}", unit, "reload", owners.get(unit))
+                report.warn(f"reload of {unit} failed: {result.stderr.strip()}", unit, Action.RELOAD, owners.get(unit))
     return unmarked
 
 

@@ -1,5 +1,5 @@
-"""The decisions: which units get a preset, whose links are kept, what is guarded, restarted,
-reloaded, started or stopped.
+"""The decisions: which units get a preset, which keep their enablement, what is guarded,
+restarted, reloaded, started or stopped.
 
 Pure functions of facts (snapshots, transaction records, config, live unit state) to plans.
 This is the one place to read to learn *why* the plugin did something to a unit. The dry run
@@ -44,6 +44,7 @@ from .facts import (
 from .records import Record
 from .snapshot import Snapshot, link_units, links_of
 from .units import SYSTEM, UnitKey
+from .words import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,11 +77,11 @@ class UnitPlan(Record):
     unit: UnitKey
     package_before: str | None
     package_after: str | None
-    actions: tuple[str, ...]
+    actions: tuple[Action, ...]
     reasons: tuple[str, ...]
 
     def __init__(self, unit: UnitKey, package_before: str | None, package_after: str | None,
-                 actions: tuple[str, ...], reasons: tuple[str, ...]) -> None:
+                 actions: tuple[Action, ...], reasons: tuple[str, ...]) -> None:
         _set(self, "unit", unit)
         _set(self, "package_before", package_before)
         _set(self, "package_after", package_after)
@@ -124,12 +125,12 @@ _NO_LIVE_ACTIONS = LiveActions()
 
 
 class Plan(Record):
-    __slots__ = ("presets", "kept", "kept_links", "restarts", "reloads", "daemon_reload", "live", "rows")
+    __slots__ = ("presets", "keep", "keep_links", "restarts", "reloads", "daemon_reload", "live", "rows")
     presets: tuple[UnitKey, ...]
-    # pre-existing managed units whose enablement must end exactly as before
-    kept: tuple[UnitKey, ...]
-    # the enablement links of `kept` before the transaction: the state to restore
-    kept_links: dict[str, str]
+    # pre-existing managed units that keep their enablement: it must end exactly as before
+    keep: tuple[UnitKey, ...]
+    # the enablement links of `keep` before the transaction: what a restore puts back
+    keep_links: dict[str, str]
     # restart and reload candidates by policy: service -> package that triggered it
     restarts: dict[str, str]
     reloads: dict[str, str]
@@ -137,13 +138,13 @@ class Plan(Record):
     live: LiveActions
     rows: tuple[UnitPlan, ...]
 
-    def __init__(self, presets: tuple[UnitKey, ...] = (), kept: tuple[UnitKey, ...] = (),
-                 kept_links: dict[str, str] | None = None, restarts: dict[str, str] | None = None,
+    def __init__(self, presets: tuple[UnitKey, ...] = (), keep: tuple[UnitKey, ...] = (),
+                 keep_links: dict[str, str] | None = None, restarts: dict[str, str] | None = None,
                  reloads: dict[str, str] | None = None, daemon_reload: bool = False,
                  live: LiveActions = _NO_LIVE_ACTIONS, rows: tuple[UnitPlan, ...] = ()) -> None:
         _set(self, "presets", presets)
-        _set(self, "kept", kept)
-        _set(self, "kept_links", {} if kept_links is None else kept_links)
+        _set(self, "keep", keep)
+        _set(self, "keep_links", {} if keep_links is None else keep_links)
         _set(self, "restarts", {} if restarts is None else restarts)
         _set(self, "reloads", {} if reloads is None else reloads)
         _set(self, "daemon_reload", daemon_reload)
@@ -175,23 +176,23 @@ class _Notes:
     """The per-unit actions and reasons, in the order they were decided."""
 
     def __init__(self) -> None:
-        self.actions: dict[UnitKey, list[str]] = {}
+        self.actions: dict[UnitKey, list[Action]] = {}
         self.reasons: dict[UnitKey, list[str]] = {}
 
-    def __call__(self, unit: UnitKey, action: str, reason: str) -> None:
+    def __call__(self, unit: UnitKey, action: Action, reason: str) -> None:
         self.actions.setdefault(unit, []).append(action)
         self.reasons.setdefault(unit, []).append(reason)
 
 
 def _restart_candidates(tx: TransactionFacts, shipped: Mapping[UnitKey, PackageChange], config: Config,
-                        kept: set[UnitKey], units_before: set[UnitKey], after: set[UnitKey]) -> dict[str, str]:
+                        existing: set[UnitKey], units_before: set[UnitKey], after: set[UnitKey]) -> dict[str, str]:
     """Services to restart or reload: a pre-existing, still present service whose package
     changed, or one named by a configured trigger (package glob or file glob)."""
     done = [c for c in tx.changes if c.done]
     upgraded = {c.name for c in done if c.inbound}  # names whose incoming half counts already
     candidates: dict[str, str] = {}
     for unit, change in shipped.items():
-        if change.done and unit.scope == SYSTEM and unit in kept and unit.name.endswith(".service"):
+        if change.done and unit.scope == SYSTEM and unit in existing and unit.name.endswith(".service"):
             candidates.setdefault(unit.name, change.nevra)
     for pattern, services in config.triggers.items():
         for change in done:
@@ -205,25 +206,25 @@ def _restart_candidates(tx: TransactionFacts, shipped: Mapping[UnitKey, PackageC
     return candidates
 
 
-def touched_units(kept: Collection[UnitKey], tx: TransactionFacts,
+def touched_units(existing: Collection[UnitKey], tx: TransactionFacts,
                   shipped: Mapping[UnitKey, PackageChange]) -> set[str]:
-    """Kept system units a package of the transaction ships now or owned before: the units its
-    scriptlets act on."""
+    """Existing system units (present before and after) that a package of the transaction ships
+    now or owned before: the units its scriptlets act on."""
     outgoing = {c.nevra for c in tx.changes if not c.inbound}
-    return {u.name for u in kept if u.scope == SYSTEM
+    return {u.name for u in existing if u.scope == SYSTEM
             and (u in shipped or tx.owners_before.get(u) in outgoing)}
 
 
-def choose_guards(kept: Collection[UnitKey], touched: set[str], acted_on: Collection[str],
+def choose_guards(existing: Collection[UnitKey], touched: set[str], acted_on: Collection[str],
                   live: LiveFacts) -> tuple[str, ...]:
     """The units to guard while rpm runs (see the module docstring): running services the
     transaction touches or acts on, the sockets, paths and timers it touches, and those that
     start a guarded service. Only units that exist before and after."""
-    kept_names = {u.name for u in kept if u.scope == SYSTEM and u.name.endswith(GUARDED_TYPES)}
-    touched = touched & kept_names
-    services = {s for s in kept_names if s.endswith(".service") and s in live.active_before
+    names = {u.name for u in existing if u.scope == SYSTEM and u.name.endswith(GUARDED_TYPES)}
+    touched = touched & names
+    services = {s for s in names if s.endswith(".service") and s in live.active_before
                 and (s in touched or s in acted_on)}
-    others = {u for u in kept_names if not u.endswith(".service")
+    others = {u for u in names if not u.endswith(".service")
               and (u in touched or live.triggers.get(u) in services)}
     return tuple(sorted(services | others))
 
@@ -237,9 +238,9 @@ def _guard_reason(unit: str, touched: set[str]) -> str:
     return "starts a guarded service: stops by scriptlets refused while rpm runs"
 
 
-def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: set[UnitKey],
+def plan_live(candidates: Mapping[str, str], existing: Collection[UnitKey], after: set[UnitKey],
               touched: set[str], config: Config, live: LiveFacts,
-              note: Callable[[UnitKey, str, str], None]) -> LiveActions:
+              note: Callable[[UnitKey, Action, str], None]) -> LiveActions:
     """Every live action, from the facts: what to guard while rpm runs, then what to restart,
     reload, start again and stop once it is over."""
     acting = config.restarts
@@ -247,9 +248,9 @@ def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: s
     if live.guarded is not None:
         guarded = live.guarded
     elif acting and config.guard:
-        guarded = choose_guards(kept, touched, candidates, live)
+        guarded = choose_guards(existing, touched, candidates, live)
     for unit in guarded:
-        note(UnitKey(SYSTEM, unit), "guard", _guard_reason(unit, touched))
+        note(UnitKey(SYSTEM, unit), Action.GUARD, _guard_reason(unit, touched))
 
     restart: list[str] = []
     reload: list[str] = []
@@ -258,7 +259,7 @@ def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: s
 
     def skip(service: str, why: str) -> None:
         skipped[service] = why
-        note(UnitKey(SYSTEM, service), "none", why)
+        note(UnitKey(SYSTEM, service), Action.NONE, why)
 
     for service, trigger in sorted(candidates.items()) if acting else ():
         policy = config.policy(service)
@@ -273,7 +274,7 @@ def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: s
             skip(service, f"{trigger} changed; not running before the transaction: left stopped")
         elif st.active_state not in ("active", "reloading", "activating"):
             start.append(service)
-            note(UnitKey(SYSTEM, service), "start",
+            note(UnitKey(SYSTEM, service), Action.START,
                  f"{trigger} changed; running before the transaction, stopped during it")
         elif st.refuse_manual_stop:
             skip(service, f"{trigger} changed; RefuseManualStop=yes: never restarted")
@@ -281,34 +282,112 @@ def plan_live(candidates: Mapping[str, str], kept: Collection[UnitKey], after: s
             skip(service, f"{trigger} changed; already restarted during the transaction")
         elif policy == RELOAD:
             reload.append(service)
-            note(UnitKey(SYSTEM, service), "reload", f"{trigger} changed; policy reload")
+            note(UnitKey(SYSTEM, service), Action.RELOAD, f"{trigger} changed; policy reload")
         else:
             restart.append(service)
-            note(UnitKey(SYSTEM, service), "restart", f"{trigger} changed")
+            note(UnitKey(SYSTEM, service), Action.RESTART, f"{trigger} changed")
 
     # Any other managed service that ran before and is stopped now is started again.
-    kept_services = {u.name for u in kept if u.scope == SYSTEM and u.name.endswith(".service")}
-    for service in sorted(kept_services & set(live.active_before) - set(candidates)) if acting else ():
+    services = {u.name for u in existing if u.scope == SYSTEM and u.name.endswith(".service")}
+    for service in sorted(services & set(live.active_before) - set(candidates)) if acting else ():
         st = live.states.get(service)
         if (st is not None and st.load_state == "loaded" and st.type != "oneshot"
                 and st.active_state not in ("active", "reloading", "activating")
                 and config.policy(service) != NEVER):
             start.append(service)
-            note(UnitKey(SYSTEM, service), "start", "running before the transaction, stopped during it")
+            note(UnitKey(SYSTEM, service), Action.START, "running before the transaction, stopped during it")
 
     stop = [u for u in guarded if UnitKey(SYSTEM, u) not in after]
     for unit in stop:
-        note(UnitKey(SYSTEM, unit), "stop", "guarded while rpm ran, but rpm removed its unit file")
+        note(UnitKey(SYSTEM, unit), Action.STOP, "guarded while rpm ran, but rpm removed its unit file")
     # systemd >= 255 refuses its own `--marked` restart of a guarded service, and the mark stays;
     # a reload-policy service must not be restarted by the next `--marked` either.
     unmark = tuple(s for s in live.marked if s in guarded and config.policy(s) != RESTART)
     for service in unmark:
-        note(UnitKey(SYSTEM, service), "unmark", "a scriptlet marked it for a restart; policy "
+        note(UnitKey(SYSTEM, service), Action.UNMARK, "a scriptlet marked it for a restart; policy "
              f"{config.policy(service)}: the mark is taken off")
     quiet = tuple(s for s in guarded if s in candidates and config.policy(s) != NEVER
                   and getattr(live.states.get(s), "type", "") != NOTIFY_RELOAD)
     return LiveActions(guarded, quiet, tuple(restart), tuple(reload), tuple(sorted(start)),
                        tuple(stop), unmark, skipped)
+
+
+def _classify(before: Snapshot, after: set[UnitKey], config: Config
+              ) -> tuple[list[UnitKey], list[UnitKey], list[UnitKey]]:
+    """The managed units, sorted: (new, existing, gone). New: no file of it anywhere in the unit
+    search path before, one after; existing: present before and after; gone: present before only."""
+    units_before = before.present
+    managed = config.scope.select(units_before | after)
+    new_units = sorted(u for u in managed if u in after and u not in units_before)
+    existing = sorted(u for u in managed if u in after and u in units_before)
+    gone = sorted(u for u in managed if u in units_before and u not in after)
+    return new_units, existing, gone
+
+
+def _plan_presets(new_units: list[UnitKey], shipped: Mapping[UnitKey, PackageChange], config: Config,
+                  presets: Mapping[str, PresetOracle] | None, note: _Notes) -> tuple[UnitKey, ...]:
+    """The new units to preset (all of them, unless `presets = no`), each with what the preset
+    files say of it."""
+    for unit in new_units:
+        src = shipped.get(unit)
+        by = f" in {src.nevra}" if src else ""
+        if not config.presets:
+            note(unit, Action.NONE, "new unit, but presets = no in the configuration")
+            continue
+        oracle = (presets or {}).get(unit.scope)
+        if oracle is None:
+            note(unit, Action.PRESET, f"new unit{by}")
+        else:
+            decision = oracle.decide(unit.name)
+            note(unit, Action.preset(decision.action), f"new unit{by}; {decision.reason}")
+    return tuple(new_units) if config.presets else ()
+
+
+def _plan_keep(existing: list[UnitKey], before: Snapshot, shipped: Mapping[UnitKey, PackageChange],
+               config: Config, note: _Notes) -> tuple[UnitKey, ...]:
+    """The existing units that keep their enablement (all of them, unless `keep = no`); the row
+    says so for those the transaction ships and for the admin's own units."""
+    keep = tuple(existing) if config.keeps else ()
+    for unit in keep:
+        if unit in before.admin_units and unit not in before.units:
+            note(unit, Action.KEEP, f"the admin's own unit (/{before.admin_units[unit]}) existed before: "
+                                    "enablement kept as it is")
+        elif unit in shipped:
+            note(unit, Action.KEEP, "existed before: enablement kept as it is")
+    return keep
+
+
+def _by_policy(candidates: Mapping[str, str], config: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """The restart and reload candidates (service -> trigger) by policy; `never` is neither."""
+    restarts: dict[str, str] = {}
+    reloads: dict[str, str] = {}
+    for service, trigger in candidates.items():
+        policy = config.policy(service)
+        if policy == RELOAD:
+            reloads[service] = trigger
+        elif policy != NEVER:
+            restarts[service] = trigger
+    return restarts, reloads
+
+
+def _rows(note: _Notes, tx: TransactionFacts, shipped: Mapping[UnitKey, PackageChange],
+          after: set[UnitKey]) -> tuple[UnitPlan, ...]:
+    """One row per unit something was decided for, with its package before and after."""
+    def owner_after(u: UnitKey) -> str | None:
+        if u in shipped:
+            return shipped[u].nevra
+        return tx.owners_before.get(u) if u in after else None
+
+    return tuple(
+        UnitPlan(
+            unit=u,
+            package_before=tx.owners_before.get(u),
+            package_after=owner_after(u),
+            actions=tuple(note.actions[u]),
+            reasons=tuple(note.reasons[u]),
+        )
+        for u in sorted(note.actions)
+    )
 
 
 def plan_transaction(
@@ -326,82 +405,36 @@ def plan_transaction(
     downgrades are not new, and neither is a unit the admin wrote in /etc before a package
     started shipping it.
     """
-    scope = config.scope
-    units_before = before.present
     after = set(units_after)
-    managed = scope.select(units_before | after)
-    new_units = sorted(u for u in managed if u in after and u not in units_before)
-    kept = sorted(u for u in managed if u in after and u in units_before)
-    gone = sorted(u for u in managed if u in units_before and u not in after)
-
+    new_units, existing, gone = _classify(before, after, config)
     shipped = tx.units_shipped()
     note = _Notes()
-
-    to_preset = tuple(new_units) if config.presets else ()
-    for unit in new_units:
-        src = shipped.get(unit)
-        by = f" in {src.nevra}" if src else ""
-        if config.presets:
-            oracle = (presets or {}).get(unit.scope)
-            if oracle is None:
-                note(unit, "preset", f"new unit{by}")
-            else:
-                decision = oracle.decide(unit.name)
-                note(unit, f"preset:{decision.action}", f"new unit{by}; {decision.reason}")
-        else:
-            note(unit, "none", "new unit, but presets = no in the configuration")
-    held = tuple(kept) if config.presets else ()
-    for unit in held:
-        if unit in before.admin_units and unit not in before.units:
-            note(unit, "keep", f"the admin's own unit (/{before.admin_units[unit]}) existed before: "
-                               "enablement kept as it is")
-        elif unit in shipped:
-            note(unit, "keep", "existed before: enablement kept as it is")
+    to_preset = _plan_presets(new_units, shipped, config, presets, note)
+    keep = _plan_keep(existing, before, shipped, config, note)
     for unit in gone:
-        note(unit, "none", "unit file removed by the transaction")
+        note(unit, Action.NONE, "unit file removed by the transaction")
 
     restarts: dict[str, str] = {}
     reloads: dict[str, str] = {}
-    actions = LiveActions()
+    actions = _NO_LIVE_ACTIONS
     if live is not None:  # an installroot has no running services
-        candidates = _restart_candidates(tx, shipped, config, set(kept), units_before, after)
-        for service, trigger in candidates.items():
-            policy = config.policy(service)
-            if policy == RELOAD:
-                reloads[service] = trigger
-            elif policy != NEVER:
-                restarts[service] = trigger
-        actions = plan_live(candidates, kept, after, touched_units(kept, tx, shipped), config, live, note)
-
-    def owner_after(u: UnitKey) -> str | None:
-        if u in shipped:
-            return shipped[u].nevra
-        return tx.owners_before.get(u) if u in after else None
-
-    rows = tuple(
-        UnitPlan(
-            unit=u,
-            package_before=tx.owners_before.get(u),
-            package_after=owner_after(u),
-            actions=tuple(note.actions[u]),
-            reasons=tuple(note.reasons[u]),
-        )
-        for u in sorted(note.actions)
-    )
+        candidates = _restart_candidates(tx, shipped, config, set(existing), before.present, after)
+        restarts, reloads = _by_policy(candidates, config)
+        actions = plan_live(candidates, existing, after, touched_units(existing, tx, shipped), config, live, note)
     return Plan(
         presets=to_preset,
-        kept=held,
-        kept_links=links_of(before.links, set(held)),
+        keep=keep,
+        keep_links=links_of(before.links, set(keep)),
         restarts=restarts,
         reloads=reloads,
         daemon_reload=bool(new_units or gone or shipped),
         live=actions,
-        rows=rows,
+        rows=_rows(note, tx, shipped, after),
     )
 
 
-class LinkRepair(Record):
-    """Make `link` point at `target`, or remove it when `target` is None."""
+class LinkRestore(Record):
+    """Put one link back: make `link` point at `target`, or remove it when `target` is None."""
 
     __slots__ = ("link", "target")
     link: str
@@ -412,15 +445,15 @@ class LinkRepair(Record):
         _set(self, "target", target)
 
 
-def link_repairs(wanted: dict[str, str], now: dict[str, str], units: set[UnitKey]) -> list[LinkRepair]:
+def link_restores(wanted: dict[str, str], now: dict[str, str], units: set[UnitKey]) -> list[LinkRestore]:
     """Links to change so the enablement of `units` is exactly `wanted` again."""
-    repairs = [LinkRepair(link, target) for link, target in wanted.items() if now.get(link) != target]
-    repairs += [
-        LinkRepair(link, None)
+    restores = [LinkRestore(link, target) for link, target in wanted.items() if now.get(link) != target]
+    restores += [
+        LinkRestore(link, None)
         for link, target in now.items()
         if link not in wanted and link_units(link, target) & units
     ]
-    return sorted(repairs, key=lambda r: r.link)
+    return sorted(restores, key=lambda r: r.link)
 
 
 def daemon_reload_due(plan: Plan, *, links_changed: bool, guards_to_drop: bool, preset_reloaded: bool,

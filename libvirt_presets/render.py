@@ -13,6 +13,7 @@ import textwrap
 from .checks import Problem
 from .planner import Plan, UnitPlan
 from .records import Record
+from .words import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def problems_json(problems: Sequence[Problem], root: str, units: Sequence[UnitPl
 
 
 SUMMARY_LINES = (  # outcome key, label, what the unit list means
-    ("restored", "Kept", "enablement put back as the admin left it"),
+    ("restored", "Restored", "enablement put back as the admin left it"),
     ("restarted", "Restarted", ""),
     ("reloaded", "Reloaded", ""),
     ("started", "Started again", ""),
@@ -120,9 +121,10 @@ def summary(record: dict[str, Any], width: int = WIDTH) -> list[str]:
 
 def _preset_word(unit_actions: Sequence[str]) -> str:
     for action in unit_actions:
-        if action.startswith("preset:"):
-            return {"enable": "enabled", "disable": "disabled"}.get(action[7:], action[7:])
-    return "preset"
+        verb = action.partition(":")[2] if action.startswith(f"{Action.PRESET}:") else ""
+        if verb:
+            return {"enable": "enabled", "disable": "disabled"}.get(verb, verb)
+    return str(Action.PRESET)
 
 
 def empty_json(command: str, root: str) -> dict[str, Any]:
@@ -177,7 +179,7 @@ class Table:
         return "\n".join(lines)
 
 
-QUIET_ACTIONS = ("keep", "guard", "none")  # the table's default leaves out units with only these
+QUIET_ACTIONS = (Action.KEEP, Action.GUARD, Action.NONE)  # the table's default leaves out units with only these
 PRESET_RULE = re.compile(r"[^/\s]+\.preset:\d+")  # "80-libvirt.preset:4" of a preset decision's reason
 PRESET_DIRS = re.compile(r"/(?:etc|run|usr/local/lib|usr/lib|lib)/systemd/(?:system|user)-preset/")
 

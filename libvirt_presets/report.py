@@ -1,6 +1,6 @@
-"""Where actions are told: dnf's logger for the admin at the terminal, the journal for later.
+"""Where actions are told: dnf's logger for the admin at the terminal, journald for later.
 
-Journal entries carry UNIT=, ACTION=, TRIGGER_PACKAGE= so `journalctl ACTION=restart` finds
+journald entries carry UNIT=, ACTION=, TRIGGER_PACKAGE= so `journalctl ACTION=restart` finds
 every restart the plugin ever did.
 """
 
@@ -47,10 +47,10 @@ def _send(message: str, fields: dict[str, str]) -> None:
         pass
 
 
-def record(action: str, unit: str, result: str, reason: str, trigger: str | None = None,
-           level: int = logging.DEBUG) -> None:
-    """One action on one unit: a structured journal entry, and a log line under -v (the
-    transaction's summary block says the same in a few lines)."""
+def unit_action(action: str, unit: str, result: str, reason: str, trigger: str | None = None,
+                level: int = logging.DEBUG) -> None:
+    """One action on one unit (a words.Action): a structured journald entry, and a log line
+    under -v (the transaction's summary block says the same in a few lines)."""
     log.log(level, "libvirt-units: %s %s: %s (%s)", action, unit, result, reason)
     fields = {"UNIT": unit, "ACTION": action, "RESULT": result, "REASON": reason,
               "SYSLOG_IDENTIFIER": IDENTIFIER, "PRIORITY": str(_journal_priority(level))}

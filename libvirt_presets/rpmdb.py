@@ -1,7 +1,7 @@
 """Facts from rpm's database: who owns a unit file before the transaction, what is installed.
 
 File lists come from rpm headers (the rpmdb here; downloaded package files through
-gate.HeaderReader), never from repository metadata: dnf >= 4.19 no longer loads filelists by
+headers.HeaderReader), never from repository metadata: dnf >= 4.19 no longer loads filelists by
 default.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gate import transaction_set
+from .headers import transaction_set
 from .records import Record
 from .units import UnitKey
 

@@ -25,17 +25,18 @@ from .planner import (
     batch_retries,
     daemon_reload_due,
     files_that_matter,
-    link_repairs,
+    link_restores,
     plan_transaction,
     predict_units_after,
 )
 from .snapshot import Snapshot, read_invocations, read_live_facts, scan_links, take_snapshot
 from .systemctl import Systemctl
 from .units import SYSTEM, USER, UnitKey
+from .words import Action, Step
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Collection, Iterable, Iterator
+    from typing import Any, Callable, Collection, Iterable, Iterator
 
     from .presets import PresetSet
 
@@ -59,10 +60,10 @@ def checkpoint(name: str) -> None:
 class Pending:
     """Everything known before rpm ran."""
 
-    __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "record", "watcher")
+    __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "journal", "watcher")
 
     def __init__(self, root: Path, config: Config, live: bool, before: Snapshot, facts: TransactionFacts,
-                 invocations_before: dict[str, str], record: dict | None = None,
+                 invocations_before: dict[str, str], journal: journal.Journal | None = None,
                  watcher: subprocess.Popen[bytes] | None = None) -> None:
         self.root = root
         self.config = config
@@ -71,8 +72,8 @@ class Pending:
         self.facts = facts
         # unit -> invocation ID of the units active before rpm ran (live hosts only)
         self.invocations_before = invocations_before
-        # the journal as written: facts plus the steps already done
-        self.record: dict = {} if record is None else record
+        # the journal as written: facts plus the steps already done (None: nothing is written)
+        self.journal = journal
         # takes the guards down if dnf dies before finish() does (watch.py)
         self.watcher = watcher
 
@@ -96,10 +97,10 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
         now = read_live_facts(root, before, _managed(before, config), invocations, guarded=None)
         predicted = plan_transaction(before, predict_units_after(before, facts), facts, config, live=now)
         guards, quiet = predicted.live.guard, predicted.live.quiet_reload
-    record = journal.encode(before, facts, live=live, invocations=invocations,
-                            rpmdb_cookie=cookie, done=[], guards=guards,
-                            keep_file=files_that_matter(config))
-    journal.save(root, record)  # before rpm runs (and before any guard): a killed dnf loses nothing
+    entry = journal.read(journal.encode(before, facts, live=live, invocations=invocations,
+                                        rpmdb_cookie=cookie, done=[], guards=guards,
+                                        keep_file=files_that_matter(config)))
+    journal.save(root, entry)  # before rpm runs (and before any guard): a killed dnf loses nothing
     watcher = None
     if guards:
         from . import markers, watch  # live hosts only: the rest of dnf's runs do without them
@@ -108,7 +109,7 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
         watcher = watch.start(root, guards)
         guard_units(root, guards, quiet)
     checkpoint("after-snapshot")
-    return Pending(root, config, live, before, facts, invocations, record, watcher)
+    return Pending(root, config, live, before, facts, invocations, entry, watcher)
 
 
 def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
@@ -132,7 +133,7 @@ def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, Li
     presets = PresetFiles(pending.root)
     live = None
     if pending.live:
-        guarded = tuple(pending.record.get("guards", []))
+        guarded = pending.journal.guards if pending.journal else ()
         live = read_live_facts(pending.root, after, _managed(after, pending.config),
                                pending.invocations_before, guarded)
         live = live.replace(marked=still_marked(pending.root, pending.config, guarded))
@@ -187,17 +188,17 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
     root = pending.root
     changes = [{"package": c.nevra, "action": c.action} for c in pending.facts.changes]
     data = render.plan_json(plan, "transaction", str(root), transaction=changes)
-    data["started"] = pending.record.get("created")
+    data["started"] = pending.journal.created if pending.journal else None
     data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     data["history_id"] = history_id
     data["outcome"] = {
         "preset": outcome.preset,
-        "restored_links": [{"link": r.link, "target": r.target} for r in outcome.repaired],
-        "restarted": outcome.live.get("restart", []),
-        "reloaded": outcome.live.get("reload", []),
-        "started": outcome.live.get("start", []),
-        "stopped": outcome.live.get("stop", []),
-        "unmarked": outcome.live.get("unmark", []),
+        "restored_links": [{"link": r.link, "target": r.target} for r in outcome.restored],
+        "restarted": outcome.live.get(Action.RESTART, []),
+        "reloaded": outcome.live.get(Action.RELOAD, []),
+        "started": outcome.live.get(Action.START, []),
+        "stopped": outcome.live.get(Action.STOP, []),
+        "unmarked": outcome.live.get(Action.UNMARK, []),
         "warnings": outcome.warnings,
     }
     try:
@@ -209,33 +210,34 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
 
 
 def restore_links(root: Path, plan: Plan, outcome: Outcome) -> int:
-    """Compare the kept units' links with how they are now and put them back (planner's
-    link_repairs on a fresh scan); returns how many links changed."""
-    if not plan.kept:
+    """Compare the links of the units that keep their enablement with how they are now and put
+    them back (planner's link_restores on a fresh scan); returns how many links changed."""
+    if not plan.keep:
         return 0
-    repairs = link_repairs(plan.kept_links, scan_links(root), set(plan.kept))
-    return executor.restore_links(root, plan, repairs, outcome)
+    restores = link_restores(plan.keep_links, scan_links(root), set(plan.keep))
+    return executor.restore_links(root, plan, restores, outcome)
 
 
 def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outcome,
-               done: Collection[str] = (), step: Callable[[str], None] = lambda name: None) -> None:
+               done: Collection[Step] = (), step: Callable[[Step], None] = lambda name: None) -> None:
     """The planned batches, one systemctl call each. A batch that fails is retried unit by unit
     for the units the manager says it did not do (planner.batch_retries), so one bad unit
     spoils nothing and no unit is restarted twice."""
     actions, triggers = plan.live, plan.triggers
     for unit, why in actions.skipped.items():
-        report.record("skip", unit, "not restarted", why, triggers.get(unit), level=logging.DEBUG)
+        report.unit_action(Action.SKIP, unit, "not restarted", why, triggers.get(unit), level=logging.DEBUG)
     before = {s: st.invocation_id for s, st in live.states.items()}
-    for kind, units in (("restart", actions.restart_batch), ("reload", actions.reload), ("stop", actions.stop)):
-        if not units or (kind == "reload" and "live-reload" in done):
+    batches = ((Action.RESTART, actions.restart_batch), (Action.RELOAD, actions.reload), (Action.STOP, actions.stop))
+    for kind, units in batches:
+        if not units or (kind == Action.RELOAD and Step.LIVE_RELOAD in done):
             continue  # a run resumed after the reload batch: reloaded once is reloaded
-        if kind == "reload":
-            step("live-reload")  # before: at most once (a restart is recognised by its new invocation)
+        if kind == Action.RELOAD:
+            step(Step.LIVE_RELOAD)  # before: at most once (a restart is recognised by its new invocation)
         result = executor.run_batch(systemctl, kind, units)
         if result.returncode == 0:
             executor.done(outcome, kind, units, triggers, actions.start)
             continue
-        if kind == "stop":
+        if kind == Action.STOP:
             for unit in units:
                 executor.failed(outcome, kind, unit, executor.first_line(result.stderr), triggers)
             continue
@@ -250,9 +252,9 @@ def apply_live(plan: Plan, live: LiveFacts, systemctl: Systemctl, outcome: Outco
     for unit in actions.unmark:
         result = systemctl.unmark(unit)
         if result.returncode == 0:
-            executor.done(outcome, "unmark", [unit], triggers)
+            executor.done(outcome, Action.UNMARK, [unit], triggers)
         else:
-            executor.failed(outcome, "unmark", unit, executor.first_line(result.stderr), triggers)
+            executor.failed(outcome, Action.UNMARK, unit, executor.first_line(result.stderr), triggers)
 
 
 def finish(pending: Pending, done_nevras: set[str] | None = None,
@@ -266,28 +268,28 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     the guards): the journal stays, and restarts wait for a transaction or `resume`.
     """
     checkpoint("after-rpm")
-    root, record = pending.root, pending.record
-    done = set(record.get("done", []))
+    root = pending.root
+    done = set(pending.journal.done) if pending.journal else set()
 
-    def step(name: str, did: object = True) -> None:
+    def step(name: Step, did: object = True) -> None:
         """Mark a step done in the journal: only one that did something is worth a rewrite
         (a resumed run redoes an idempotent step that had nothing to do at no cost)."""
-        if record and did:
-            journal.mark_done(root, record, name)
+        if pending.journal is not None and did:
+            pending.journal = journal.mark_done(root, pending.journal, name)
 
     # First of all, whatever fails later: no unit may stay guarded.
-    guards = record.get("guards", [])
-    unguarded = runtime_guards.remove(root, guards) if "unguard" not in done else []
-    step("unguard", unguarded)
+    guards = pending.journal.guards if pending.journal else ()
+    unguarded = runtime_guards.remove(root, guards) if Step.UNGUARD not in done else []
+    step(Step.UNGUARD, unguarded)
     # The manager forgets a guard only at its next daemon-reload: one is due whenever this
     # transaction placed guards and the live step (which reloads) has not run, even when the
     # files are already gone (a run killed after removing them, before reloading).
-    reload_for_guards = bool(guards) and "live" not in done
+    reload_for_guards = bool(guards) and Step.LIVE not in done
     checkpoint("finish")
     plan, live = plan_after(pending, done_nevras)
     packages = {r.unit.name: r.package_after or r.package_before for r in plan.rows if r.unit.scope == SYSTEM}
     for unit in unguarded:
-        report.record("unguard", unit, "done", "the rpm transaction is over",
+        report.unit_action(Action.UNGUARD, unit, "done", "the rpm transaction is over",
                       plan.triggers.get(unit) or packages.get(unit), level=logging.DEBUG)
     outcome = Outcome()
     systemctl = systemctl or Systemctl(root)
@@ -295,14 +297,14 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     # that one reload covers the new unit files, the restored links and the removed guards.
     restore_links(root, plan, outcome)
     reloaded = False
-    if "presets" not in done:
+    if Step.PRESETS not in done:
         reloaded = apply_presets(plan, systemctl, outcome, reload=pending.live)
-        step("presets", plan.presets)
+        step(Step.PRESETS, plan.presets)
     checkpoint("mid-actions")
     # A new unit's Also= may have touched an old unit's links: put them back once more.
-    repaired_late = restore_links(root, plan, outcome) if outcome.preset else 0
-    if pending.live and daemon_reload_due(plan, links_changed=bool(outcome.repaired), guards_to_drop=reload_for_guards,
-                                          preset_reloaded=reloaded, late_links_changed=repaired_late > 0):
+    restored_late = restore_links(root, plan, outcome) if outcome.preset else 0
+    if pending.live and daemon_reload_due(plan, links_changed=bool(outcome.restored), guards_to_drop=reload_for_guards,
+                                          preset_reloaded=reloaded, late_links_changed=restored_late > 0):
         result = systemctl.daemon_reload()
         if result.returncode != 0:
             outcome.warn(f"daemon-reload failed: {executor.first_line(result.stderr)}")
@@ -310,12 +312,12 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
         from . import watch
 
         watch.release(pending.watcher)  # the manager enforces no guard any more
-    if not live_actions and live is not None and "live" not in done:
+    if not live_actions and live is not None and Step.LIVE not in done:
         return outcome  # the restarts wait for the next transaction or an explicit resume
-    if live is not None and "live" not in done:
+    if live is not None and Step.LIVE not in done:
         apply_live(plan, live, systemctl, outcome, done, step)
         checkpoint("after-live")
-        step("live")
+        step(Step.LIVE)
     summary = render.summary(record_outcome(pending, plan, outcome, history_id))
     report.log.info("libvirt-units: %s", summary[0])
     for line in summary[1:]:
@@ -332,26 +334,26 @@ def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | N
     A journal whose transaction never reached rpm (the rpmdb is unchanged) is discarded: its
     facts describe a transaction that did not happen.
     """
-    record = journal.load(root)
-    if record is None:
+    data = journal.load(root)
+    if data is None:
         return None
     try:
-        before, facts, meta = journal.decode(record)
+        before, facts, entry = journal.decode(data)
     except journal.JournalError as exc:
         raise journal.quarantine(root, str(exc)) from exc
-    if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
+    if entry.rpmdb_cookie is not None and rpmdb.cookie(root) == entry.rpmdb_cookie:
         report.warn("discarding the journal of a transaction that never reached rpm")
-        if runtime_guards.remove(root, meta["guards"]) and is_live(root):
+        if runtime_guards.remove(root, entry.guards) and is_live(root):
             Systemctl(root).daemon_reload()
         journal.clear(root)
         return None
     report.warn(f"completing the unfinished transaction recorded in {state.state_dir(root)}")
-    if journal.INSTALLED_BEFORE in record:  # a snapshot of the standalone CLI: read rpm's work back
-        return finish_observed(root, config, record, live_actions)
+    if entry.installed_before is not None:  # a snapshot of the standalone CLI: read rpm's work back
+        return finish_observed(root, config, data, live_actions)
     installed = rpmdb.installed_nevras(root)
     done_nevras = {c.nevra for c in facts.changes if (c.nevra in installed) == c.inbound}
-    live = meta["live"] and is_live(root)
-    pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
+    live = entry.live and is_live(root)
+    pending = Pending(root, config, live, before, facts, entry.invocations_before, entry)
     return finish(pending, done_nevras, live_actions=live_actions)
 
 
@@ -362,26 +364,28 @@ def begin_observed(root: Path, config: Config) -> Pending:
     `finish_observed()` can read the transaction back from the rpmdb."""
     installed = rpmdb.installed_stamps(root)
     pending = begin(root, config, (), is_live(root))
-    pending.record[journal.INSTALLED_BEFORE] = installed
-    journal.save(root, pending.record)
+    if pending.journal is not None:
+        pending.journal = pending.journal.replace(installed_before=installed)
+        journal.save(root, pending.journal)
     return pending
 
 
-def finish_observed(root: Path, config: Config, record: dict, live_actions: bool = True) -> Outcome | None:
-    """Finish a `begin_observed()` journal: the package changes are the difference between the
-    rpmdb then and now. Raises JournalError (the journal moved aside) when it is unusable."""
+def finish_observed(root: Path, config: Config, data: dict[str, Any], live_actions: bool = True) -> Outcome | None:
+    """Finish a `begin_observed()` journal (`data`, as journal.load() read it): the package
+    changes are the difference between the rpmdb then and now. Raises JournalError (the
+    journal moved aside) when it is unusable."""
     try:
-        before, facts, meta = journal.decode(record)
-        installed_before = journal.decode_installed(record)
+        before, facts, entry = journal.decode(data)
+        installed_before = journal.decode_installed(data)
     except journal.JournalError as exc:
         raise journal.quarantine(root, str(exc)) from exc
-    if meta["rpmdb_cookie"] is not None and rpmdb.cookie(root) == meta["rpmdb_cookie"]:
+    if entry.rpmdb_cookie is not None and rpmdb.cookie(root) == entry.rpmdb_cookie:
         return resume(root, config, live_actions)  # rpm changed nothing: resume() discards the journal
     installed = rpmdb.installed_stamps(root)
     arrived = rpmdb.installed_packages(root, [n for n, tid in installed.items() if installed_before.get(n) != tid])
     from . import rpmdiff  # transactions nobody describes to us only
     changes = rpmdiff.changes_between(installed_before, installed, arrived)
     facts = TransactionFacts(tuple(changes), facts.owners_before)
-    live = meta["live"] and is_live(root)
-    pending = Pending(root, config, live, before, facts, meta["invocations_before"], record)
+    live = entry.live and is_live(root)
+    pending = Pending(root, config, live, before, facts, entry.invocations_before, entry)
     return finish(pending, {c.nevra for c in changes}, live_actions=live_actions)

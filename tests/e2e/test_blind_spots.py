@@ -194,7 +194,7 @@ def test_links_of_removed_units_are_not_restored(root, repos, plugin):
     """Erase two drivers (and the meta package) after the admin changed their units: the erased
     units' links must go with them, the surviving units' links stay as the admin left them.
     Control passes too (the stock %preun disables what it erases): this guards against the
-    plugin. Mutation seen failing: planner.plan_transaction `kept_links=links_of(before.links,
+    plugin. Mutation seen failing: planner.plan_transaction `keep_links=links_of(before.links,
     set(held) | set(gone))` (the removed units' links restored: dangling links)."""
     root.dnf("install", "libvirt", repo=repos.v910, plugin=plugin)
     root.systemctl("enable", "virtqemud-tcp.socket", "virtnetworkd-admin.socket", "virtproxyd-tls.socket")

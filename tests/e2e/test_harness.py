@@ -143,7 +143,7 @@ def test_classic_preun_disable_now_works_chrooted(
 def test_header_reader_lists_what_rpm_lists(classic_pool: Pool, tmp_path: Path):
     """The plugin's fallback when dnf's rpm transaction set is out of reach: one header per
     downloaded package, read through one transaction set, must list exactly what rpm -qlp does."""
-    from libvirt_presets.gate import HeaderReader
+    from libvirt_presets.headers import HeaderReader
 
     reader = HeaderReader(str(tmp_path))
     checked = 0

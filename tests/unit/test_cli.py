@@ -234,4 +234,4 @@ def test_decode_ignores_the_field():
                             rpmdb_cookie=None, done=[])
     record[journal.INSTALLED_BEFORE] = {"a-1.0-1.noarch": 1}
     before, facts, meta = journal.decode(record)
-    assert facts.changes == () and meta["live"] is False
+    assert facts.changes == () and meta.live is False and meta.installed_before == {"a-1.0-1.noarch": 1}

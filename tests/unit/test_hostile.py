@@ -21,7 +21,7 @@ from libvirt_presets import systemctl as sc
 from libvirt_presets.config import Config, load_config, parse_config
 from libvirt_presets.executor import Outcome, apply_link, apply_presets
 from libvirt_presets.facts import ERASE, UPGRADE, LiveFacts, PackageChange, TransactionFacts, units_in_files
-from libvirt_presets.planner import LinkRepair, Plan, plan_transaction
+from libvirt_presets.planner import LinkRestore, Plan, plan_transaction
 from libvirt_presets.presets import load_presets
 from libvirt_presets.snapshot import Snapshot, read_unit_settings, resolve_in_root, take_snapshot
 from libvirt_presets.systemctl import Systemctl
@@ -452,7 +452,7 @@ def test_apply_link_refuses_a_wants_directory_symlinked_elsewhere(root, outside,
     os.symlink("/usr/lib/systemd/system/victim.service", outside / "victim.service")
     before = files_below(outside), files_below(root / UNITS)
     target_of = "/usr/lib/systemd/system/victim.service" if action == "create" else None
-    repair = LinkRepair(f"{WANTS}/victim.service", target_of)
+    repair = LinkRestore(f"{WANTS}/victim.service", target_of)
     with pytest.raises(OSError, match="resolves outside"):
         apply_link(root, repair)
     assert (files_below(outside), files_below(root / UNITS)) == before
@@ -465,14 +465,14 @@ def test_apply_link_refuses_a_wants_directory_symlinked_elsewhere(root, outside,
 def test_apply_link_refuses_links_that_are_no_plain_path_below_an_enablement_directory(root, link):
     before = files_below(root.parent)
     with pytest.raises(OSError, match="not a path below an enablement directory"):
-        apply_link(root, LinkRepair(link, "/dev/null"))
+        apply_link(root, LinkRestore(link, "/dev/null"))
     assert files_below(root.parent) == before
 
 
 def test_apply_link_leaves_a_regular_file_alone(root):
     (root / ETC / "x.service").write_text("[Unit]\n")
     with pytest.raises(OSError, match="not a symlink"):
-        apply_link(root, LinkRepair(f"{ETC}/x.service", "/dev/null"))
+        apply_link(root, LinkRestore(f"{ETC}/x.service", "/dev/null"))
     assert (root / ETC / "x.service").read_text() == "[Unit]\n"
 
 
@@ -480,7 +480,7 @@ def test_apply_link_writes_through_an_enablement_directory_linked_inside_the_roo
     (root / ETC).rmdir()
     (root / "etc/systemd/real").mkdir()
     os.symlink("/etc/systemd/real", root / ETC)  # absolute: means root/etc/systemd/real
-    apply_link(root, LinkRepair(f"{WANTS}/x.service", "/usr/lib/systemd/system/x.service"))
+    apply_link(root, LinkRestore(f"{WANTS}/x.service", "/usr/lib/systemd/system/x.service"))
     assert os.readlink(root / "etc/systemd/real/multi-user.target.wants/x.service") == \
         "/usr/lib/systemd/system/x.service"
     assert take_snapshot(root).links == {f"{WANTS}/x.service": "/usr/lib/systemd/system/x.service"}
@@ -489,14 +489,14 @@ def test_apply_link_writes_through_an_enablement_directory_linked_inside_the_roo
 def test_restore_links_warns_about_a_hostile_link_and_restores_the_others(root, outside):
     os.symlink(str(outside), root / ETC / "sockets.target.wants")
     good = f"{WANTS}/virtqemud.service"
-    plan = Plan(kept=(S("virtqemud.service"), S("virtqemud.socket")), kept_links={
+    plan = Plan(keep=(S("virtqemud.service"), S("virtqemud.socket")), keep_links={
         good: "/usr/lib/systemd/system/virtqemud.service",
         f"{ETC}/sockets.target.wants/virtqemud.socket": "/usr/lib/systemd/system/virtqemud.socket",
     })
     outcome = Outcome()
     session.restore_links(root, plan, outcome)
     assert os.readlink(root / good) == "/usr/lib/systemd/system/virtqemud.service"
-    assert [r.link for r in outcome.repaired] == [good]
+    assert [r.link for r in outcome.restored] == [good]
     assert len(outcome.warnings) == 1 and "resolves outside" in outcome.warnings[0]
     assert files_below(outside) == ["outside.service"]
 
@@ -515,7 +515,7 @@ def test_a_symlinked_journal_file_is_refused_for_reading_and_writing(tmp_path, c
     assert journal.load(root) is None
     assert "journal refused" in caplog.text and "is a symlink" in caplog.text
     with pytest.raises(OSError, match="is a symlink"):
-        journal.save(root, {"done": []})
+        journal.save(root, journal.Journal(created=None, live=False, rpmdb_cookie=None, invocations_before={}))
     assert target.read_text() == '{"version": 1}' and pending(root).is_symlink()
 
 
@@ -565,7 +565,15 @@ def test_a_journal_of_the_previous_version_with_began_usec_still_decodes():
     assert "began_usec" not in record
     old = {**json.loads(json.dumps(record)), "began_usec": 1234567890}
     assert journal.decode(old)[2] == journal.decode(record)[2]
-    assert "began_usec" not in journal.decode(old)[2]
+    assert "began_usec" not in journal.decode(old)[2].to_json()
+
+
+def test_a_journal_with_the_old_links_step_still_reads():
+    """Older journals mark a step "links" (nothing read it): it is ignored, as any unknown step."""
+    old = {**json.loads(json.dumps(good_record())), "done": ["unguard", "presets", "links", "nonsense"]}
+    entry = journal.decode(old)[2]
+    assert entry.done == ("unguard", "presets")
+    assert json.dumps(entry.to_json()["done"]) == '["unguard", "presets"]'
 
 
 # --- a huge transaction -------------------------------------------------------------------------------
@@ -594,8 +602,8 @@ def huge_transaction(n_packages: int, unit_every: int) -> tuple[Snapshot, set[Un
 
 
 def check_huge_plan(plan: Plan, before: Snapshot, after: set[UnitKey]) -> None:
-    assert set(plan.presets) == after - set(before.units) and set(plan.kept) == set(before.units)
-    assert plan.kept_links == before.links
+    assert set(plan.presets) == after - set(before.units) and set(plan.keep) == set(before.units)
+    assert plan.keep_links == before.links
 
 
 def test_a_20k_change_transaction_with_10k_units_plans_in_linear_time():
@@ -635,4 +643,4 @@ def test_a_20k_change_transaction_goes_through_begin_and_finish(tmp_path, monkey
     assert outcome.warnings == []
     assert len(calls) == 1 and len(outcome.preset) == 1_000  # one batched preset call
     assert take_snapshot(root).links == before.links  # every kept unit's links exactly as before
-    assert len(outcome.repaired) == 1_000 and not pending(root).exists()
+    assert len(outcome.restored) == 1_000 and not pending(root).exists()

@@ -16,12 +16,12 @@ from libvirt_presets.facts import (
     TransactionFacts,
 )
 from libvirt_presets.planner import (
-    LinkRepair,
+    LinkRestore,
     Plan,
     batch_retries,
     daemon_reload_due,
     files_that_matter,
-    link_repairs,
+    link_restores,
     plan_transaction,
 )
 from libvirt_presets.snapshot import Snapshot
@@ -64,8 +64,8 @@ def test_split_upgrade_presets_nothing_and_keeps_every_moved_unit():
     before = snap(*MONO, *PROXY, links=links)
     plan = plan_transaction(before, set(before.units), split_upgrade(), Config())
     assert plan.presets == ()
-    assert set(plan.kept) == {S(u) for u in MONO + PROXY}
-    assert plan.kept_links == links
+    assert set(plan.keep) == {S(u) for u in MONO + PROXY}
+    assert plan.keep_links == links
     row = {r.unit: r for r in plan.rows}[S("virtproxyd.socket")]
     assert row.actions == ("keep",)
     assert row.package_before == "libvirt-daemon-9.0.0-1.noarch"
@@ -78,7 +78,7 @@ def test_unit_added_to_installed_package_is_new_and_preset():
                                "virtqemud.service", "virtqemud-tcp.socket"),))
     plan = plan_transaction(before, {S("virtqemud.service"), S("virtqemud-tcp.socket")}, tx, Config())
     assert plan.presets == (S("virtqemud-tcp.socket"),)
-    assert plan.kept == (S("virtqemud.service"),)
+    assert plan.keep == (S("virtqemud.service"),)
 
 
 @pytest.mark.parametrize("action", [UPGRADE, OBSOLETE, INSTALL])
@@ -86,13 +86,13 @@ def test_unit_present_before_is_never_preset_whatever_the_package_action(action)
     before = snap("virtsecretd.socket")
     tx = TransactionFacts((pkg("libvirt-daemon-secret", "9.1.0", action, "virtsecretd.socket"),))
     plan = plan_transaction(before, set(before.units), tx, Config())
-    assert plan.presets == () and plan.kept == (S("virtsecretd.socket"),)
+    assert plan.presets == () and plan.keep == (S("virtsecretd.socket"),)
 
 
-def test_unmanaged_units_are_neither_preset_nor_held():
+def test_unmanaged_units_are_neither_preset_nor_kept():
     before = snap("sshd.service")
     plan = plan_transaction(before, {S("sshd.service"), S("foo.service")}, TransactionFacts(), Config())
-    assert plan.presets == () and plan.kept == ()
+    assert plan.presets == () and plan.keep == ()
 
 
 def test_scope_widened_by_config_glob():
@@ -109,47 +109,71 @@ def test_user_units_are_their_own_scope():
     assert plan.presets == (UnitKey(USER, "virtqemud-session.socket"),)
 
 
-def test_removed_unit_is_neither_preset_nor_held():
+def test_removed_unit_is_neither_preset_nor_kept():
     before = snap("virtsecretd.socket")
     plan = plan_transaction(before, set(), TransactionFacts((pkg("x", "1", ERASE),)), Config())
-    assert plan.presets == () and plan.kept == ()
+    assert plan.presets == () and plan.keep == ()
     assert [r.actions for r in plan.rows] == [("none",)]
 
 
-def test_presets_off_holds_nothing_and_presets_nothing():
+def test_presets_off_keeps_nothing_and_presets_nothing():
     cfg = parse_config("[main]\npresets = no\n", "t.conf")
     plan = plan_transaction(snap("libvirtd.socket"), {S("libvirtd.socket"), S("virtqemud.socket")},
                             TransactionFacts(), cfg)
-    assert plan.presets == () and plan.kept == ()
+    assert plan.presets == () and plan.keep == ()
+
+
+@pytest.mark.parametrize("text, presets, keep", [
+    ("", True, True),
+    ("[main]\npresets = no\n", False, False),  # keep follows presets when not given
+    ("[main]\nkeep = no\n", True, False),
+    ("[main]\npresets = no\nkeep = yes\n", False, True),
+])
+def test_keep_is_its_own_key_and_follows_presets_when_not_given(text, presets, keep):
+    cfg = parse_config(text, "t.conf")
+    assert not cfg.problems and (cfg.presets, cfg.keeps) == (presets, keep)
+    tx = TransactionFacts((pkg("libvirt-daemon", "9.1.0", UPGRADE, "libvirtd.socket", "virtqemud.socket"),))
+    plan = plan_transaction(snap("libvirtd.socket"), {S("libvirtd.socket"), S("virtqemud.socket")}, tx, cfg)
+    assert plan.presets == ((S("virtqemud.socket"),) if presets else ())
+    assert plan.keep == ((S("libvirtd.socket"),) if keep else ())
+    assert [r.actions for r in plan.rows if r.unit == S("libvirtd.socket")] == ([("keep",)] if keep else [])
+
+
+def test_keep_from_the_main_file_survives_a_dropin_that_sets_presets():
+    cfg = parse_config("[main]\nkeep = yes\n", "main.conf")
+    cfg = parse_config("[main]\npresets = no\n", "10-a.conf", cfg)
+    assert (cfg.presets, cfg.keep, cfg.keeps) == (False, True, True)
+    cfg = parse_config("[main]\nkeep = maybe\n", "20-b.conf", cfg)
+    assert cfg.keeps is True and cfg.problems == ("20-b.conf:2: keep: expected yes/no, got 'maybe' (default kept)",)
 
 
 # --- links -------------------------------------------------------------------------------
 
-def test_link_repairs_undo_scriptlet_enable_and_disable_but_leave_others():
+def test_link_restores_undo_scriptlet_enable_and_disable_but_leave_others():
     wanted = {WANTS + "libvirtd.socket": SYS + "libvirtd.socket",
               WANTS + "virtproxyd-tls.socket": SYS + "virtproxyd-tls.socket"}
     now = {WANTS + "virtproxyd.socket": SYS + "virtproxyd.socket",  # enabled by a scriptlet
            WANTS + "libvirtd.socket": SYS + "libvirtd.socket",
            WANTS + "sshd.socket": SYS + "sshd.socket"}  # not ours
     units = {S("libvirtd.socket"), S("virtproxyd.socket"), S("virtproxyd-tls.socket")}
-    assert link_repairs(wanted, now, units) == [
-        LinkRepair(WANTS + "virtproxyd-tls.socket", SYS + "virtproxyd-tls.socket"),
-        LinkRepair(WANTS + "virtproxyd.socket", None),
+    assert link_restores(wanted, now, units) == [
+        LinkRestore(WANTS + "virtproxyd-tls.socket", SYS + "virtproxyd-tls.socket"),
+        LinkRestore(WANTS + "virtproxyd.socket", None),
     ]
 
 
 def test_mask_and_alias_links_belong_to_their_units():
     mask = {"etc/systemd/system/virtproxyd.socket": "/dev/null"}
     alias = {"etc/systemd/system/libvirt.service": SYS + "libvirtd.service"}
-    assert link_repairs(mask, {}, {S("virtproxyd.socket")}) == [
-        LinkRepair("etc/systemd/system/virtproxyd.socket", "/dev/null")]
-    assert link_repairs({}, alias, {S("libvirtd.service")}) == [
-        LinkRepair("etc/systemd/system/libvirt.service", None)]
+    assert link_restores(mask, {}, {S("virtproxyd.socket")}) == [
+        LinkRestore("etc/systemd/system/virtproxyd.socket", "/dev/null")]
+    assert link_restores({}, alias, {S("libvirtd.service")}) == [
+        LinkRestore("etc/systemd/system/libvirt.service", None)]
 
 
-def test_link_repairs_is_empty_when_nothing_changed():
+def test_link_restores_is_empty_when_nothing_changed():
     links = {WANTS + "libvirtd.socket": SYS + "libvirtd.socket"}
-    assert link_repairs(links, dict(links), {S("libvirtd.socket")}) == []
+    assert link_restores(links, dict(links), {S("libvirtd.socket")}) == []
 
 
 # --- restarts ----------------------------------------------------------------------------

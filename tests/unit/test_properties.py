@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from libvirt_presets import journal, state
 from libvirt_presets.config import POLICIES, Config, load_config, parse_config
 from libvirt_presets.facts import ERASE, INBOUND, LiveFacts, PackageChange, TransactionFacts
-from libvirt_presets.planner import LinkRepair, files_that_matter, link_repairs, plan_transaction
+from libvirt_presets.planner import LinkRestore, files_that_matter, link_restores, plan_transaction
 from libvirt_presets.presets import PresetSet
 from libvirt_presets.snapshot import Snapshot, link_units
 from libvirt_presets.units import (
@@ -196,7 +196,7 @@ def test_journal_decode_of_a_record_with_one_field_replaced_returns_or_raises_jo
         return
     assert all(is_valid_unit_name(u.name) for u in before.units)
     assert all(".." not in link.split("/") for link in before.links)
-    assert isinstance(meta["live"], bool)
+    assert isinstance(meta.live, bool)
 
 
 @settings(NO_DEADLINE, max_examples=40, suppress_health_check=TMP)
@@ -227,7 +227,8 @@ SCOPES = (SYSTEM, USER)
 UNIT_KEYS = st.builds(UnitKey, st.sampled_from(SCOPES), st.sampled_from(UNIT_POOL))
 CONFIGS = st.sampled_from([
     "", "[main]\nunits = *\n", "[main]\nunits = virtq*\n", "[main]\nextra_units = sshd.service getty@.service\n",
-    "[main]\npresets = no\n", "[policy]\nvirt*.service = reload\n[triggers]\nlibvirt-daemon = libvirtd.service\n",
+    "[main]\npresets = no\n", "[main]\nkeep = no\n", "[main]\npresets = no\nkeep = yes\n",
+    "[policy]\nvirt*.service = reload\n[triggers]\nlibvirt-daemon = libvirtd.service\n",
     "[triggers]\n/usr/lib64/libvirt/*.so = virtqemud.service libvirtd.service\n",
 ]).map(lambda text: parse_config(text, "t"))
 
@@ -278,7 +279,7 @@ def test_a_unit_present_before_is_never_preset(tx):
     before, after, facts, config, live = tx
     plan = plan_transaction(before, after, facts, config, live=live_facts(live))
     assert not set(plan.presets) & set(before.units)
-    assert set(plan.presets) <= after and set(plan.kept) <= after & set(before.units)
+    assert set(plan.presets) <= after and set(plan.keep) <= after & set(before.units)
 
 
 @NO_DEADLINE
@@ -286,8 +287,8 @@ def test_a_unit_present_before_is_never_preset(tx):
 def test_units_outside_the_scope_are_never_preset_nor_kept(tx):
     before, after, facts, config, live = tx
     plan = plan_transaction(before, after, facts, config, live=live_facts(live))
-    assert all(u in config.scope for u in plan.presets + plan.kept)
-    assert all(link_units(link, target) & set(plan.kept) for link, target in plan.kept_links.items())
+    assert all(u in config.scope for u in plan.presets + plan.keep)
+    assert all(link_units(link, target) & set(plan.keep) for link, target in plan.keep_links.items())
 
 
 @NO_DEADLINE
@@ -329,7 +330,7 @@ def test_the_journal_keeps_every_file_a_plan_depends_on(tx, extra):
         plan_transaction(before, after, full, config, live=live_facts(live))
     assert "/usr/bin/virsh" not in set().union(*(c.files for c in journaled.changes))
 
-def apply_repairs(links: dict[str, str], repairs: list[LinkRepair]) -> dict[str, str]:
+def apply_repairs(links: dict[str, str], repairs: list[LinkRestore]) -> dict[str, str]:
     """What executor.apply_link does to the links, modelled on a dict."""
     result = dict(links)
     for repair in repairs:
@@ -342,17 +343,17 @@ def apply_repairs(links: dict[str, str], repairs: list[LinkRepair]) -> dict[str,
 
 @NO_DEADLINE
 @given(transactions(), LINKS)
-def test_link_repairs_bring_back_exactly_the_kept_links_and_are_idempotent(tx, now):
+def test_link_restores_bring_back_exactly_the_keep_links_and_are_idempotent(tx, now):
     before, after, facts, config, live = tx
     plan = plan_transaction(before, after, facts, config, live=live_facts(live))
-    units = set(plan.kept)
-    repairs = link_repairs(plan.kept_links, now, units)
+    units = set(plan.keep)
+    repairs = link_restores(plan.keep_links, now, units)
     fixed = apply_repairs(now, repairs)
     concerning = {link: target for link, target in fixed.items() if link_units(link, target) & units}
-    assert concerning == plan.kept_links
+    assert concerning == plan.keep_links
     # links of other units (and not wanted back for a kept one) are left exactly as they were
     others = {link: target for link, target in now.items()
-              if not link_units(link, target) & units and link not in plan.kept_links}
+              if not link_units(link, target) & units and link not in plan.keep_links}
     assert {link: fixed.get(link) for link in others} == others
-    assert link_repairs(plan.kept_links, fixed, units) == []
-    assert apply_repairs(fixed, link_repairs(plan.kept_links, fixed, units)) == fixed
+    assert link_restores(plan.keep_links, fixed, units) == []
+    assert apply_repairs(fixed, link_restores(plan.keep_links, fixed, units)) == fixed

@@ -38,12 +38,12 @@ from libvirt_presets.facts import (
 )
 from libvirt_presets.planner import (
     GUARDED_TYPES,
-    LinkRepair,
+    LinkRestore,
     LiveActions,
     Plan,
     batch_retries,
     daemon_reload_due,
-    link_repairs,
+    link_restores,
     plan_transaction,
 )
 from libvirt_presets.rpmdb import InstalledPackage
@@ -56,7 +56,7 @@ TMP = [HealthCheck.function_scoped_fixture]  # each example works in a directory
 
 @pytest.fixture(autouse=True)
 def no_system_journal(monkeypatch):
-    """report.record/warn also write to journald: thousands of examples must not spam the host."""
+    """report.unit_action/warn also write to journald: thousands of examples must not spam the host."""
     monkeypatch.setattr(report, "_send", lambda message, fields: None)
 
 
@@ -100,7 +100,8 @@ TRIGGER_MAPS = st.dictionaries(
                      "/usr/bin/*")),
     subsets(SERVICES[:6]).map(sorted).map(tuple), max_size=3)
 MOSTLY = st.sampled_from((True, True, True, False))
-CONFIGS = st.builds(Config, scope=SCOPES, presets=st.booleans(), restarts=MOSTLY, guard=MOSTLY,
+CONFIGS = st.builds(Config, scope=SCOPES, presets=st.booleans(), keep=st.sampled_from((None, True, False)),
+                    restarts=MOSTLY, guard=MOSTLY,
                     policies=POLICY_MAPS, triggers=TRIGGER_MAPS)
 
 
@@ -630,7 +631,7 @@ def test_restore_links_in_a_hostile_root_warns_never_writes_outside_and_is_idemp
     base = Path(tempfile.mkdtemp(dir=tmp_path))
     try:
         root, outside = build_root(base, top_linked, hazards, present, wanted)
-        plan = Plan(kept=tuple(sorted(kept)), kept_links=wanted)
+        plan = Plan(keep=tuple(sorted(kept)), keep_links=wanted)
         before = tree(base)
         first = Outcome()
         session.restore_links(root, plan, first)
@@ -641,21 +642,21 @@ def test_restore_links_in_a_hostile_root_warns_never_writes_outside_and_is_idemp
         assert all(after.get(p) == before[p] for p in before if before[p][0] == "file")
         assert all(kind == ("dir",) or kind[0] == "link" for p, kind in after.items() if p in changed)
         # every repair was made or warned about, once; a warning is one printable line
-        assert len(first.warnings) == len(first.unrepairable)
-        assert not {r.link for r in first.repaired} & first.unrepairable
+        assert len(first.warnings) == len(first.unrestorable)
+        assert not {r.link for r in first.restored} & first.unrestorable
         assert all(w.isprintable() for w in first.warnings)
         # the kept units' links are as wanted, but for the ones warned about
-        left = link_repairs(wanted, scan_links(root), kept)
-        assert {r.link for r in left} <= first.unrepairable
-        for link in set(wanted) - first.unrepairable:
+        left = link_restores(wanted, scan_links(root), kept)
+        assert {r.link for r in left} <= first.unrestorable
+        for link in set(wanted) - first.unrestorable:
             where = resolve_in_root(root, os.path.dirname(link)) / os.path.basename(link)  # as systemctl --root
             assert os.readlink(where) == wanted[link]
         # a second run changes nothing and warns about the same links
         second = Outcome()
         session.restore_links(root, plan, second)
         assert tree(base) == after
-        assert second.repaired == [] and second.unrepairable == first.unrepairable
-        event(f"restore: {'some' if first.repaired else 'no'} repairs, {'some' if first.warnings else 'no'} warnings")
+        assert second.restored == [] and second.unrestorable == first.unrestorable
+        event(f"restore: {'some' if first.restored else 'no'} repairs, {'some' if first.warnings else 'no'} warnings")
     finally:
         shutil.rmtree(base)
 
@@ -669,13 +670,13 @@ def test_restore_links_never_writes_through_a_wants_directory_linked_to_another(
     (root / ETC_SYSTEM / "sockets.target.wants").mkdir(parents=True)
     os.symlink(f"/{ETC_SYSTEM}/sockets.target.wants", root / ETC_SYSTEM / "libvirtd.service.requires")
     link = f"{ETC_SYSTEM}/libvirtd.service.requires/virtqemud.service"
-    plan = Plan(kept=(UnitKey(SYSTEM, "virtqemud.service"),), kept_links={link: "/dev/null"})
+    plan = Plan(keep=(UnitKey(SYSTEM, "virtqemud.service"),), keep_links={link: "/dev/null"})
     first, second = Outcome(), Outcome()
     session.restore_links(root, plan, first)
-    assert first.repaired == [] and len(first.warnings) == 1 and "not written through" in first.warnings[0]
+    assert first.restored == [] and len(first.warnings) == 1 and "not written through" in first.warnings[0]
     assert not os.path.lexists(root / ETC_SYSTEM / "sockets.target.wants/virtqemud.service")
     session.restore_links(root, plan, second)
-    assert second.repaired == [] and second.warnings == first.warnings
+    assert second.restored == [] and second.warnings == first.warnings
 
 
 HOSTILE_LINKS = st.one_of(
@@ -695,7 +696,7 @@ LINK_TARGETS = st.one_of(st.none(), st.sampled_from(("/dev/null", "/usr/lib/syst
 @settings(suppress_health_check=TMP)
 @given(hazards=st.dictionaries(st.sampled_from(SUBDIRS), st.sampled_from(HAZARDS), max_size=2),
        present=st.dictionaries(st.sampled_from(LINK_POOL), st.sampled_from(PRESENT), max_size=4),
-       repairs=st.lists(st.builds(LinkRepair, HOSTILE_LINKS, LINK_TARGETS), min_size=1, max_size=4))
+       repairs=st.lists(st.builds(LinkRestore, HOSTILE_LINKS, LINK_TARGETS), min_size=1, max_size=4))
 def test_apply_link_sets_the_link_or_raises_oserror_and_never_leaves_the_root(tmp_path, hazards, present, repairs):
     base = Path(tempfile.mkdtemp(dir=tmp_path))
     try:
