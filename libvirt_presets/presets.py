@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import mmap
 import os
 import re
 import stat
@@ -69,7 +70,8 @@ NEWEST_KNOWN_SYSTEMD = 262
 # Where a root's systemctl says which systemd it belongs to: the shared library it links
 # (Debian >= 253, Fedora: libsystemd-shared-257.so, libsystemd-shared-257.3-1.fc42.so), or the
 # `systemctl --version` banner compiled into it (Debian 12 links that code statically).
-_VERSION_IN_BINARY = (re.compile(rb"libsystemd-shared-(\d{3,4})"), re.compile(rb"systemd (\d{3,4}) \("))
+_VERSION_IN_BINARY = ((b"libsystemd-shared-", re.compile(rb"libsystemd-shared-(\d{3,4})")),
+                      (b"systemd ", re.compile(rb"systemd (\d{3,4}) \(")))
 _SYSTEMCTL_IN_ROOT = ("/usr/bin/systemctl", "/bin/systemctl")
 
 ENABLE = "enable"
@@ -260,14 +262,18 @@ def systemctl_version(binary: str) -> int | None:
 def _version_in_binary(path: str, size: int, mtime_ns: int) -> int | None:
     """Cached per file identity (size and mtime are part of the key): a few ms per binary."""
     try:
-        with open(path, "rb") as binary:
-            data = binary.read()
-    except OSError:
+        with open(path, "rb") as binary, mmap.mmap(binary.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for marker, pattern in _VERSION_IN_BINARY:
+                # find() first: a memchr-speed scan of the ~1 MiB binary, where a regular
+                # expression's search costs dnf's process ~10 M instructions
+                at = data.find(marker)
+                while at >= 0:
+                    found = pattern.match(data, at)
+                    if found:
+                        return int(found.group(1))
+                    at = data.find(marker, at + 1)
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return None
-    for pattern in _VERSION_IN_BINARY:
-        found = pattern.search(data)
-        if found:
-            return int(found.group(1))
     return None
 
 

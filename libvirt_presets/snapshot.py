@@ -72,6 +72,7 @@ def resolve_in_root(root: Path, rel: str) -> Path:
     """
     todo = [part for part in rel.split("/") if part][::-1]
     done: list[str] = []
+    top = str(root).rstrip("/")  # strings, not Path objects: this runs for every link restored
     hops = 0
     while todo:
         part = todo.pop()
@@ -81,8 +82,8 @@ def resolve_in_root(root: Path, rel: str) -> Path:
             if done:
                 done.pop()
             continue
-        here = root.joinpath(*done, part)
-        if not here.is_symlink():
+        here = "/".join((top, *done, part))
+        if not os.path.islink(here):
             done.append(part)
             continue
         hops += 1
