@@ -68,6 +68,69 @@ def plan_json(plan: Plan, command: str, root: str, enablement: dict[str, str] | 
             "problems": [], "guards": list(plan.live.guard)}
 
 
+class Outcome(Record):
+    """What a transaction's run did (the record's `outcome`): units preset, links restored,
+    and the live batches' units, each list in the order it was done."""
+
+    __slots__ = ("preset", "restored_links", "restarted", "reloaded", "started", "stopped", "unmarked", "warnings")
+    preset: tuple[str, ...]
+    restored_links: tuple[tuple[str, str | None], ...]  # (link, target); None: removed
+    restarted: tuple[str, ...]
+    reloaded: tuple[str, ...]
+    started: tuple[str, ...]
+    stopped: tuple[str, ...]
+    unmarked: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def __init__(self, preset: tuple[str, ...] = (), restored_links: tuple[tuple[str, str | None], ...] = (),
+                 restarted: tuple[str, ...] = (), reloaded: tuple[str, ...] = (), started: tuple[str, ...] = (),
+                 stopped: tuple[str, ...] = (), unmarked: tuple[str, ...] = (), warnings: tuple[str, ...] = ()) -> None:
+        _set(self, "preset", preset)
+        _set(self, "restored_links", restored_links)
+        _set(self, "restarted", restarted)
+        _set(self, "reloaded", reloaded)
+        _set(self, "started", started)
+        _set(self, "stopped", stopped)
+        _set(self, "unmarked", unmarked)
+        _set(self, "warnings", warnings)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {name: list(getattr(self, name)) for name in self.__slots__}
+        data["restored_links"] = [{"link": link, "target": target} for link, target in self.restored_links]
+        return data
+
+
+class TransactionRecord(Record):
+    """The last-transaction record (doc/json.md): the plan as `--dry-run --json` prints it,
+    when the transaction started and finished, dnf history's ID of it, and its outcome."""
+
+    __slots__ = ("plan", "root", "transaction", "started", "finished", "history_id", "outcome")
+    plan: Plan
+    root: str
+    transaction: tuple[tuple[str, str], ...]  # (package NEVRA, change)
+    started: str | None
+    finished: str
+    history_id: int | None
+    outcome: Outcome
+
+    def __init__(self, plan: Plan, root: str, transaction: tuple[tuple[str, str], ...], started: str | None,
+                 finished: str, history_id: int | None, outcome: Outcome) -> None:
+        _set(self, "plan", plan)
+        _set(self, "root", root)
+        _set(self, "transaction", transaction)
+        _set(self, "started", started)
+        _set(self, "finished", finished)
+        _set(self, "history_id", history_id)
+        _set(self, "outcome", outcome)
+
+    def to_json(self) -> dict[str, Any]:
+        changes = [{"package": nevra, "action": change} for nevra, change in self.transaction]
+        data = plan_json(self.plan, "transaction", self.root, transaction=changes)
+        data.update(started=self.started, finished=self.finished, history_id=self.history_id,
+                    outcome=self.outcome.to_json())
+        return data
+
+
 def status_json(statuses: Iterable[UnitStatus], root: str, pending: Problem | None = None) -> dict[str, Any]:
     units = []
     for st in statuses:

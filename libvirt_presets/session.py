@@ -182,25 +182,25 @@ def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[
     return markers.marked(markers.MarkerSystemctl(root), services)
 
 
-def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: int | None) -> dict:
+def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: int | None) -> dict[str, Any]:
     """What the last transaction did, for admins (`last`) and for `--dry-run` comparisons:
-    when, which dnf history transaction, which packages, and per unit what was planned and done."""
+    when, which dnf history transaction, which packages, and per unit what was planned and done.
+    Returns the record as written (JSON data)."""
     root = pending.root
-    changes = [{"package": c.nevra, "action": c.action} for c in pending.facts.changes]
-    data = render.plan_json(plan, "transaction", str(root), transaction=changes)
-    data["started"] = pending.journal.created if pending.journal else None
-    data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    data["history_id"] = history_id
-    data["outcome"] = {
-        "preset": outcome.preset,
-        "restored_links": [{"link": r.link, "target": r.target} for r in outcome.restored],
-        "restarted": outcome.live.get(Action.RESTART, []),
-        "reloaded": outcome.live.get(Action.RELOAD, []),
-        "started": outcome.live.get(Action.START, []),
-        "stopped": outcome.live.get(Action.STOP, []),
-        "unmarked": outcome.live.get(Action.UNMARK, []),
-        "warnings": outcome.warnings,
-    }
+    record = render.TransactionRecord(
+        plan, str(root), tuple((c.nevra, str(c.action)) for c in pending.facts.changes),
+        started=pending.journal.created if pending.journal else None,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), history_id=history_id,
+        outcome=render.Outcome(
+            preset=tuple(outcome.preset),
+            restored_links=tuple((r.link, r.target) for r in outcome.restored),
+            restarted=tuple(outcome.live.get(Action.RESTART, ())),
+            reloaded=tuple(outcome.live.get(Action.RELOAD, ())),
+            started=tuple(outcome.live.get(Action.START, ())),
+            stopped=tuple(outcome.live.get(Action.STOP, ())),
+            unmarked=tuple(outcome.live.get(Action.UNMARK, ())),
+            warnings=tuple(outcome.warnings)))
+    data = record.to_json()
     try:
         # a report, not state; compact, so that json's C encoder writes it (`last` shows it)
         state.write_json(root, state.LAST_TRANSACTION, data, indent=None, durable=False)
