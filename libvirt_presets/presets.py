@@ -287,6 +287,7 @@ def _parse(text: str, path: str, version: int) -> tuple[list[PresetRule], list[s
     number = 0
     while pos < len(text):
         m = _LINE.match(text, pos)
+        assert m is not None  # every group is optional: it matches at any position
         pos = m.end()
         raw = m.group(1)
         number += 1

@@ -182,7 +182,7 @@ def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[
     return markers.marked(markers.MarkerSystemctl(root), services)
 
 
-def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: int | None) -> dict:
+def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: int | None) -> dict[str, Any]:
     """What the last transaction did, for admins (`last`) and for `--dry-run` comparisons:
     when, which dnf history transaction, which packages, and per unit what was planned and done."""
     root = pending.root

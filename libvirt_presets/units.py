@@ -112,7 +112,7 @@ def is_valid_unit_name(name: str) -> bool:
     if not name or len(name) > UNIT_NAME_MAX or name.startswith("-"):
         return False
     m = _UNIT_RE.match(name)
-    return bool(m) and not m.group("prefix").startswith("@")
+    return m is not None and not m.group("prefix").startswith("@")
 
 
 def template_of(name: str) -> str | None:
