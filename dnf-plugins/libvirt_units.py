@@ -187,7 +187,7 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
         # Hooks run inside the user's transaction: our failure must never become theirs.
         try:
             step()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             journal = sys.modules.get("libvirt_presets.journal")
             if journal is not None and isinstance(exc, journal.JournalError):
                 return  # an unusable journal was moved aside, and that was said in one line
@@ -311,7 +311,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):  # type: ignore[misc]  # dnf has no 
             # the dry run needs file lists from metadata (the real hook reads rpm headers)
             types = getattr(self.base.conf, "optional_metadata_types", None)
             if types is not None and "filelists" not in types:
-                self.base.conf.optional_metadata_types = list(types) + ["filelists"]
+                self.base.conf.optional_metadata_types = [*types, "filelists"]
 
     def _check_grammar(self) -> None:
         """--dry-run [upgrade|install|remove PKG...] | status | check | last | resume: refuse the

@@ -240,7 +240,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):  # type: ignore[misc]  # libdnf5 has no
         # An exception escaping a hook aborts dnf5 (rc 134): our failure must never become the user's.
         try:
             step()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             journal = sys.modules.get("libvirt_presets.journal")
             if journal is not None and isinstance(exc, journal.JournalError):
                 return  # an unusable journal was moved aside, and that was said in one line

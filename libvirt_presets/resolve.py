@@ -119,7 +119,7 @@ def _url(path: str) -> str:
     return path if "://" in path else Path(path).resolve().as_uri()
 
 
-def metadata_files(pkg: Any, inbound: bool) -> frozenset[str]:  # noqa: ARG001 - a libdnf5 package
+def metadata_files(pkg: Any, inbound: bool) -> frozenset[str]:  # a libdnf5 package
     """A package's file list from repository metadata (incoming) or the rpmdb (@System)."""
     return frozenset(pkg.get_files())
 
