@@ -227,11 +227,12 @@ def decode_installed(data: dict[str, Any]) -> dict[str, int]:
     if not isinstance(raw, dict):
         raise JournalError(f"malformed journal: {INSTALLED_BEFORE} is not a mapping")
     for nevra, tid in raw.items():
-        if not isinstance(nevra, str) or not NEVRA.fullmatch(nevra) or type(tid) is not int:
+        if not isinstance(nevra, str) or not re.fullmatch(NEVRA, nevra) or type(tid) is not int:
             raise JournalError(f"malformed journal: bad installed package {nevra!r}: {tid!r}")
     return dict(raw)
 
 
 # name-[epoch:]version-release.arch with the characters rpm accepts in a version and a release:
 # anything else would make rpm's own version comparison raise later (rpmdiff.changes_between).
-NEVRA = re.compile(r"[^\s/]+-(?:\d+:)?[A-Za-z0-9._+~^]+-[A-Za-z0-9._+~^]+\.[A-Za-z0-9_]+")
+# compiled on first use (re caches it): only a resumed journal of the standalone CLI needs it
+NEVRA = r"[^\s/]+-(?:\d+:)?[A-Za-z0-9._+~^]+-[A-Za-z0-9._+~^]+\.[A-Za-z0-9_]+"

@@ -166,9 +166,12 @@ def _trigger_matches(pattern: str, change_name: str, files: frozenset[str]) -> b
 def files_that_matter(config: Config) -> Callable[[str], object]:
     """A test for the files a plan can depend on: unit files and files a configured trigger
     names. The journal keeps only these: a release upgrade carries ~10^5 files, and the
-    journal is rewritten after every step."""
-    wanted = [re.escape(d) for d in UNIT_DIR_PREFIXES]
-    wanted += [fnmatch.translate(p) for p in config.triggers if is_file_trigger(p)]
+    journal is rewritten after every step. Without file triggers (the default) a prefix test:
+    no regular expression to compile in dnf's process."""
+    globs = [p for p in config.triggers if is_file_trigger(p)]
+    if not globs:
+        return lambda path: path.startswith(UNIT_DIR_PREFIXES)
+    wanted = [re.escape(d) for d in UNIT_DIR_PREFIXES] + [fnmatch.translate(p) for p in globs]
     return re.compile("|".join(wanted)).match
 
 

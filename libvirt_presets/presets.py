@@ -70,8 +70,7 @@ NEWEST_KNOWN_SYSTEMD = 262
 # Where a root's systemctl says which systemd it belongs to: the shared library it links
 # (Debian >= 253, Fedora: libsystemd-shared-257.so, libsystemd-shared-257.3-1.fc42.so), or the
 # `systemctl --version` banner compiled into it (Debian 12 links that code statically).
-_VERSION_IN_BINARY = ((b"libsystemd-shared-", re.compile(rb"libsystemd-shared-(\d{3,4})")),
-                      (b"systemd ", re.compile(rb"systemd (\d{3,4}) \(")))
+_VERSION_IN_BINARY = ((b"libsystemd-shared-", rb"libsystemd-shared-(\d{3,4})"), (b"systemd ", rb"systemd (\d{3,4}) \("))
 _SYSTEMCTL_IN_ROOT = ("/usr/bin/systemctl", "/bin/systemctl")
 
 ENABLE = "enable"
@@ -268,7 +267,7 @@ def _version_in_binary(path: str, size: int, mtime_ns: int) -> int | None:
                 # expression's search costs dnf's process ~10 M instructions
                 at = data.find(marker)
                 while at >= 0:
-                    found = pattern.match(data, at)
+                    found = re.compile(pattern).match(data, at)  # compiled once: re caches it
                     if found:
                         return int(found.group(1))
                     at = data.find(marker, at + 1)

@@ -180,8 +180,9 @@ class Table:
 
 
 QUIET_ACTIONS = (Action.KEEP, Action.GUARD, Action.NONE)  # the table's default leaves out units with only these
-PRESET_RULE = re.compile(r"[^/\s]+\.preset:\d+")  # "80-libvirt.preset:4" of a preset decision's reason
-PRESET_DIRS = re.compile(r"/(?:etc|run|usr/local/lib|usr/lib|lib)/systemd/(?:system|user)-preset/")
+PRESET_RULE = r"[^/\s]+\.preset:\d+"  # "80-libvirt.preset:4" of a preset decision's reason
+# patterns, compiled on first use (re caches them): a transaction's record needs neither
+PRESET_DIRS = r"/(?:etc|run|usr/local/lib|usr/lib|lib)/systemd/(?:system|user)-preset/"
 
 
 def acts(row: UnitPlan) -> bool:
@@ -192,7 +193,7 @@ def acts(row: UnitPlan) -> bool:
 
 def _for_people(reason: str) -> str:
     """A preset file by its name: the directories are systemd's own (the JSON says them whole)."""
-    return PRESET_DIRS.sub("", reason)
+    return re.sub(PRESET_DIRS, "", reason)
 
 
 def plan_table(plan: Plan, enablement: dict[str, str], show_all: bool = False) -> str:
@@ -220,7 +221,7 @@ def status_table(statuses: Sequence[UnitStatus]) -> str:
     owning packages and the rules' text are in the JSON."""
     table = Table(("unit", "enablement", "active", "preset", "drift", "preset rule"))
     for st in statuses:
-        rule = PRESET_RULE.search(st.preset_reason)
+        rule = re.search(PRESET_RULE, st.preset_reason)
         table.rows.append((str(st.row.unit), st.enablement, st.active or "", st.preset,
                            "yes" if st.drift else "", rule.group(0) if rule else _for_people(st.preset_reason)))
     return str(table) if table.rows else "no managed unit is installed"
