@@ -20,7 +20,7 @@ spent: dict = {"load": 0.0, "init": 0.0, "hooks": {}, "gc": 0.0}
 _gc_started = [0.0]
 
 
-def _gc_clock(phase: str, info: dict) -> None:  # noqa: ARG001
+def _gc_clock(phase: str, info: dict) -> None:
     # Garbage collections are paid wherever they happen to trigger: the plugin's allocations
     # can make dnf's own code pay for a pass over dnf's heap, outside the hook clocks.
     if phase == "start":
@@ -32,8 +32,8 @@ def _gc_clock(phase: str, info: dict) -> None:  # noqa: ARG001
 gc.callbacks.append(_gc_clock)
 
 
-def _timed(key: str, original):  # noqa: ANN001, ANN202
-    def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+def _timed(key: str, original):
+    def wrapper(self, *args, **kwargs):
         start = time.perf_counter()
         try:
             return original(self, *args, **kwargs)

@@ -277,11 +277,11 @@ def _lines(path: Path) -> int:
 class _Logged(http.server.SimpleHTTPRequestHandler):
     requests: list[str]
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self.requests.append(self.path)
         super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -340,4 +340,4 @@ def profile_plugin(bench: DnfBench, template: Path, repo: Path, plugin: Path, to
     return text[text.find("   ncalls"):] if "   ncalls" in text else text
 
 
-__all__ = ["DnfBench", "RunResult", "RepoServer", "metadata_requests", "profile_plugin", "Repos"]
+__all__ = ["DnfBench", "RepoServer", "Repos", "RunResult", "metadata_requests", "profile_plugin"]

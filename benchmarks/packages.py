@@ -237,7 +237,7 @@ def bench_root() -> FixturePackage:
         host_copies=copies,
         files=((("/usr/bin/systemctl", SYSTEMCTL_WRAPPER, 0o755),)),
         symlinks=base.symlinks + tuple((f"/usr/bin/{a}", "busybox") for a in APPLETS),
-        dirs=base.dirs + ("/run/systemd/system", "/var/lib/rpm-state"),
+        dirs=(*base.dirs, "/run/systemd/system", "/var/lib/rpm-state"),
     )
 
 

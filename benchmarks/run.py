@@ -224,7 +224,7 @@ def roots_tmpfs(args: argparse.Namespace) -> Iterator[Path | None]:
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def dnf_setup(args: argparse.Namespace, trees: list[Path], roots: Path | None, name: str):  # noqa: ANN201
+def dnf_setup(args: argparse.Namespace, trees: list[Path], roots: Path | None, name: str):
     """The generated repositories (built once, cached), a DnfBench in workdir/name, and the
     measured checkouts byte-compiled, as installed from the RPM, whose build compiles every module."""
     from benchmarks.dnfbench import DnfBench
@@ -245,7 +245,7 @@ def dnf_setup(args: argparse.Namespace, trees: list[Path], roots: Path | None, n
     return layout, repos, DnfBench(args.workdir / name, layout, roots)
 
 
-def where_the_difference_lies(results: dict, good) -> list[str]:  # noqa: ANN001
+def where_the_difference_lies(results: dict, good) -> list[str]:
     """Per-round differences plugin-on minus plugin-off, split by process: callgrind (part 2b)
     counts dnf's own process and the plugin's systemctl, not the scriptlets; this shows whether
     the scriptlets (dnf's children) cost the same in both variants."""

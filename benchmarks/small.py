@@ -47,7 +47,7 @@ class Repos:
     noop: Path  # 9.0.0 + bench-lone 1.1
 
 
-def _quiet(call):  # noqa: ANN001, ANN202
+def _quiet(call):
     with contextlib.redirect_stdout(io.StringIO()):  # fixtures.run() echoes every command
         return call()
 

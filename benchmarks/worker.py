@@ -28,7 +28,7 @@ UNIT_DIR = "/usr/lib/systemd/system"
 # -- 1. planner --------------------------------------------------------------------------------
 
 
-def synthetic_transaction(n: int):  # noqa: ANN201 - library types, imported late
+def synthetic_transaction(n: int):  # library types, imported late
     """An upgrade of n packages, as the dnf plugin reports it.
 
     Each package: an incoming half (UPGRADE) with 20 files, one of them a unit file (5 %),
@@ -66,7 +66,7 @@ def synthetic_transaction(n: int):  # noqa: ANN201 - library types, imported lat
     return Snapshot(units=units_before, links=links), units_after, tx
 
 
-def booted_host(before):  # noqa: ANN001, ANN201 - a Snapshot; LiveFacts (or True for older trees)
+def booted_host(before):  # a Snapshot; LiveFacts (or True for older trees)
     """The live facts of a booted host where every service of `before` runs: the planner then
     makes every live decision, as after a real transaction. Trees from before the live facts
     (commit d4de939) take `live=True` instead."""
@@ -194,7 +194,7 @@ def snapshot_round(root: Path, repeat: int, memory: bool) -> dict:
     take_snapshot(root)  # warm the dentry cache and the imports
     out: dict = {}
 
-    def clock(fn, repeat: int = repeat) -> float:  # noqa: ANN001
+    def clock(fn, repeat: int = repeat) -> float:
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
@@ -293,7 +293,7 @@ def live_round(work: Path, unit_packages: int, reload_every: int) -> dict:
 
     calls: list[list[str]] = []
 
-    def fake_run(argv, timeout: float = 0.0):  # noqa: ANN001, ANN202
+    def fake_run(argv, timeout: float = 0.0):
         argv = [str(a) for a in argv]
         calls.append(argv)
         return subprocess.CompletedProcess(argv, 0, _fake_show(root, argv) if "show" in argv else "", "")

@@ -23,7 +23,9 @@ from libvirt_presets import gate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from argparse import ArgumentParser
     from pathlib import Path
+    from typing import Any, Callable
 
     from libvirt_presets import facts
     from libvirt_presets.config import Config
@@ -51,20 +53,13 @@ INBOUND = (dnf.transaction.PKG_INSTALL, dnf.transaction.PKG_UPGRADE, dnf.transac
            dnf.transaction.PKG_REINSTALL, dnf.transaction.PKG_OBSOLETE)
 
 
-def _session():  # noqa: ANN202 - the libvirt_presets.session module
-    """The core's transaction code, loaded when a transaction (or a journal) needs it."""
-    from libvirt_presets import session
-
-    return session
-
-
-def config_files(conf) -> list[str]:  # noqa: ANN001 - dnf.conf.Conf
+def config_files(conf: Any) -> list[str]:  # a dnf.conf.Conf (dnf has no type stubs)
     """The main file from each directory of dnf's pluginconfpath, then its drop-ins."""
     name = os.path.basename(gate.CONFIG_FILE)
     return [p for directory in conf.pluginconfpath for p in gate.config_files(os.path.join(directory, name))]
 
 
-def load_config(conf) -> Config:  # noqa: ANN001 - dnf.conf.Conf
+def load_config(conf: Any) -> Config:  # a dnf.conf.Conf
     from pathlib import Path
 
     from libvirt_presets.config import load_config
@@ -72,7 +67,7 @@ def load_config(conf) -> Config:  # noqa: ANN001 - dnf.conf.Conf
     return load_config(Path(p) for p in config_files(conf))
 
 
-class LibvirtUnits(dnf.Plugin):
+class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: its classes are Any
     name = "libvirt-units"
     # dnf parses <config_name>.conf itself, strictly, before any plugin runs, and one line it
     # cannot parse stops every dnf command. So dnf reads a file we do not ship (an admin may
@@ -80,7 +75,7 @@ class LibvirtUnits(dnf.Plugin):
     # with its drop-ins is read by our own parser only: a bad line is a warning, never an error.
     config_name = "libvirt-units-dnf"
 
-    def __init__(self, base, cli):  # noqa: ANN001
+    def __init__(self, base: Any, cli: Any) -> None:  # dnf.Base, dnf.cli.Cli or None
         super().__init__(base, cli)
         self._config: Config | None = None  # read when a transaction or a journal needs it
         self._pending: Pending | None = None
@@ -93,7 +88,7 @@ class LibvirtUnits(dnf.Plugin):
         # command); its restarts wait for a transaction (pre_transaction) or `resume`, so that
         # a `dnf makecache` from a timer never restarts libvirtd at a random hour.
         if self._journal_pending() and self._enabled():
-            self._guarded(lambda: _session().resume(self._root(), self._read_config(), live_actions=False))
+            self._guarded(lambda: self._resume(self._root(), live_actions=False))
 
     def pre_transaction(self) -> None:
         self._pending = None
@@ -112,7 +107,7 @@ class LibvirtUnits(dnf.Plugin):
         if not self._enabled():
             return
         if pending:  # a transaction now: the earlier one's restarts first
-            self._guarded(lambda: _session().resume(self._root(), self._read_config()))
+            self._guarded(lambda: self._resume(self._root()))
         self._begin(known)
 
     def _concerns(self, known: dict[str, frozenset[str]] | None) -> str | None:
@@ -179,13 +174,20 @@ class LibvirtUnits(dnf.Plugin):
         never reached rpm, guards included."""
         if self._pending is not None:
             root, self._pending = self._pending.root, None
-            self._guarded(lambda: _session().resume(root, self._read_config()))
+            self._guarded(lambda: self._resume(root))
 
-    def _guarded(self, step) -> None:  # noqa: ANN001
+    def _resume(self, root: Path, live_actions: bool = True) -> None:
+        """Complete an earlier transaction's journal: the core's transaction code is loaded
+        when a journal (or a transaction) needs it."""
+        from libvirt_presets import session
+
+        session.resume(root, self._read_config(), live_actions=live_actions)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
         # Hooks run inside the user's transaction: our failure must never become theirs.
         try:
             step()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             journal = sys.modules.get("libvirt_presets.journal")
             if journal is not None and isinstance(exc, journal.JournalError):
                 return  # an unusable journal was moved aside, and that was said in one line
@@ -193,18 +195,20 @@ class LibvirtUnits(dnf.Plugin):
             logger.debug("libvirt-units traceback", exc_info=True)
 
     def _begin(self, known: dict[str, frozenset[str]] | None) -> None:
-        from libvirt_presets import host
+        from libvirt_presets import host, session
 
         root = self._root()
         changes = transaction_changes(self.base.transaction, root, from_headers=True, known=known)
-        self._pending = _session().begin(root, self._read_config(), changes, host.is_live(root))
+        self._pending = session.begin(root, self._read_config(), changes, host.is_live(root))
         atexit.register(self._after_dnf)
 
     def _finish(self) -> None:
+        from libvirt_presets import session
+
         assert self._pending is not None
         done = {str(tsi.pkg) for tsi in self.base.transaction
                 if tsi.state == libdnf.transaction.TransactionItemState_DONE}
-        _session().finish(self._pending, done, history_id=self._history_id())
+        session.finish(self._pending, done, history_id=self._history_id())
 
     def _history_id(self) -> int | None:
         """The ID `dnf history` gives the transaction that just ran, for the record."""
@@ -215,7 +219,7 @@ class LibvirtUnits(dnf.Plugin):
             return None
 
 
-def rpm_ts_file_lists(base) -> dict[str, frozenset[str]] | None:  # noqa: ANN001 - dnf.Base
+def rpm_ts_file_lists(base: Any) -> dict[str, frozenset[str]] | None:  # a dnf.Base
     """File lists of the incoming packages, from the rpm transaction set dnf has just filled
     (its elements' keys are dnf's transaction items): no header is read twice. None if this
     dnf keeps its set elsewhere; the downloaded headers are read instead."""
@@ -233,7 +237,7 @@ def rpm_ts_file_lists(base) -> dict[str, frozenset[str]] | None:  # noqa: ANN001
     return lists
 
 
-def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: ANN001
+def transaction_changes(transaction: Any, root: Path, from_headers: bool,  # dnf.Base.transaction
                         known: dict[str, frozenset[str]] | None = None) -> list[facts.PackageChange]:
     """Package changes of a dnf transaction. Incoming file lists come from rpm (`known`, by
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
@@ -275,14 +279,14 @@ def transaction_changes(transaction, root: Path, from_headers: bool,  # noqa: AN
     return changes
 
 
-class LibvirtUnitsCommand(dnf.cli.Command):
+class LibvirtUnitsCommand(dnf.cli.Command):  # type: ignore[misc]  # dnf has no type stubs
     """`dnf libvirt-units`: see what the plugin would do, and check the units it manages."""
 
     aliases = ("libvirt-units",)
     summary = "show the per-unit plan of a transaction, the managed units' status, or problems"
 
     @staticmethod
-    def set_argparser(parser) -> None:  # noqa: ANN001
+    def set_argparser(parser: ArgumentParser) -> None:
         parser.add_argument("--dry-run", action="store_true",
                             help="resolve a transaction (default: upgrade) and print the plan; change nothing")
         parser.add_argument("--json", action="store_true", help="print one JSON object (doc/json.md)")
@@ -307,7 +311,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):
             # the dry run needs file lists from metadata (the real hook reads rpm headers)
             types = getattr(self.base.conf, "optional_metadata_types", None)
             if types is not None and "filelists" not in types:
-                self.base.conf.optional_metadata_types = list(types) + ["filelists"]
+                self.base.conf.optional_metadata_types = [*types, "filelists"]
 
     def _check_grammar(self) -> None:
         """--dry-run [upgrade|install|remove PKG...] | status | check | last | resume: refuse the

@@ -20,6 +20,7 @@ from libvirt_presets import gate
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, Callable
 
     from libvirt_presets import facts
     from libvirt_presets.config import Config
@@ -38,12 +39,6 @@ NATIVE_ENV = "LIBVIRT_UNITS_DNF5_PLUGIN"
 CONFIG_ENV = "LIBVIRT_UNITS_CONFIG"  # another main configuration file (tests, unusual set-ups)
 
 
-def _session():  # noqa: ANN202 - the libvirt_presets.session module, loaded when needed
-    from libvirt_presets import session
-
-    return session
-
-
 def _log_to_stderr() -> None:
     """dnf5 does not route Python logging: our lines go to stderr, as the CLI's do."""
     if not logger.handlers:
@@ -55,7 +50,7 @@ def _log_to_stderr() -> None:
         logger.propagate = False
 
 
-def incoming_files(transaction, root: str) -> dict[str, frozenset[str]]:  # noqa: ANN001
+def incoming_files(transaction: Any, root: str) -> dict[str, frozenset[str]]:  # a libdnf5 transaction
     """File lists of the incoming packages, by NEVRA, from the downloaded rpm headers
     (repositories may carry no filelists)."""
     from libvirt_presets.headers import HeaderReader
@@ -78,7 +73,7 @@ def incoming_files(transaction, root: str) -> dict[str, frozenset[str]]:  # noqa
     return lists
 
 
-def concerns(transaction, incoming: dict[str, frozenset[str]], triggers: set[str]) -> str | None:  # noqa: ANN001
+def concerns(transaction: Any, incoming: dict[str, frozenset[str]], triggers: set[str]) -> str | None:
     """gate.concerns over a libdnf5 transaction: incoming files from the headers, outgoing
     ones from the rpmdb (libdnf5's system repository)."""
     packages = []
@@ -89,19 +84,19 @@ def concerns(transaction, incoming: dict[str, frozenset[str]], triggers: set[str
     return gate.concerns(packages, triggers)
 
 
-def transaction_changes(transaction, incoming: dict[str, frozenset[str]]) -> list[facts.PackageChange]:  # noqa: ANN001
+def transaction_changes(transaction: Any, incoming: dict[str, frozenset[str]]) -> list[facts.PackageChange]:
     """Package changes of a libdnf5 transaction about to run (resolve.libdnf5_changes); outgoing
     file lists are not needed once rpm has run."""
     from libvirt_presets import resolve
 
-    def files_of(pkg, inbound: bool) -> frozenset[str]:  # noqa: ANN001
+    def files_of(pkg: Any, inbound: bool) -> frozenset[str]:  # a libdnf5 package
         return incoming.get(pkg.get_nevra(), frozenset()) if inbound else frozenset()
 
     return resolve.libdnf5_changes(transaction, files_of)
 
 
-class Plugin(libdnf5.plugin.IPlugin2_1):
-    def __init__(self, data) -> None:  # noqa: ANN001
+class Plugin(libdnf5.plugin.IPlugin2_1):  # type: ignore[misc]  # libdnf5 has no type stubs: its classes are Any
+    def __init__(self, data: Any) -> None:
         super().__init__(data)
         self._config: Config | None = None  # read when a transaction or a journal needs it
         self._pending: Pending | None = None
@@ -109,7 +104,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         os.environ[NATIVE_ENV] = "1"
 
     @staticmethod
-    def get_api_version():  # noqa: ANN205
+    def get_api_version() -> Any:  # a libdnf5.conf.PluginAPIVersion
         version = libdnf5.conf.PluginAPIVersion()
         version.major, version.minor = 2, 1
         return version
@@ -119,7 +114,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         return "libvirt_units"
 
     @staticmethod
-    def get_version():  # noqa: ANN205
+    def get_version() -> Any:  # a libdnf5.plugin.Version
         return libdnf5.plugin.Version(0, 1, 0)
 
     def get_attribute(self, name: str) -> str | None:
@@ -131,11 +126,11 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
     def post_base_setup(self) -> None:
         self._guarded(self._configure)
 
-    def pre_transaction(self, transaction) -> None:  # noqa: ANN001
+    def pre_transaction(self, transaction: Any) -> None:
         self._pending = None
         self._guarded(lambda: self._pre_transaction(transaction))
 
-    def post_transaction(self, transaction) -> None:  # noqa: ANN001
+    def post_transaction(self, transaction: Any) -> None:
         if self._pending is not None:
             self._guarded(self._finish)
             self._pending = None
@@ -174,7 +169,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         # A dnf5 killed between rpm and our step left a journal: its on-disk part now, its
         # restarts with the next transaction (or `libvirt-units resume`), as with dnf 4.
         if self._journal_pending() and self._read_config().enabled:
-            self._guarded(lambda: _session().resume(self._root(), self._read_config(), live_actions=False))
+            self._guarded(lambda: self._resume(self._root(), live_actions=False))
 
     def _may_act(self) -> bool:
         """Root, not a test transaction, not a download (the configuration's `enabled` is asked
@@ -187,7 +182,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
     def _journal_pending(self) -> bool:
         return self._may_act() and gate.journal_pending(self._root_str())
 
-    def _pre_transaction(self, transaction) -> None:  # noqa: ANN001
+    def _pre_transaction(self, transaction: Any) -> None:
         if not self._may_act():
             return
         pending = self._journal_pending()
@@ -206,11 +201,11 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
             return
         root = self._root()
         if pending:  # a transaction now: the earlier one's restarts first
-            self._guarded(lambda: _session().resume(root, config))
-        from libvirt_presets import host
+            self._guarded(lambda: self._resume(root))
+        from libvirt_presets import host, session
 
         changes = transaction_changes(transaction, incoming)
-        self._pending = _session().begin(root, config, changes, host.is_live(root))
+        self._pending = session.begin(root, config, changes, host.is_live(root))
         if not self._exit_registered:
             atexit.register(self._after_dnf)
             self._exit_registered = True
@@ -218,13 +213,13 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
     def _finish(self) -> None:
         """What rpm really did comes from the rpmdb: dnf5 says `Started` for every item, failed
         or not. An incoming NEVRA is done when installed, an outgoing one when gone."""
-        from libvirt_presets import rpmdb
+        from libvirt_presets import rpmdb, session
 
         pending = self._pending
         assert pending is not None
         installed = rpmdb.installed_nevras(pending.root)
         done = {c.nevra for c in pending.facts.changes if (c.nevra in installed) == c.inbound}
-        _session().finish(pending, done)
+        session.finish(pending, done)
 
     def _after_dnf(self) -> None:
         """pre_transaction ran but post_transaction did not (rpm never started: dnf5 or another
@@ -232,13 +227,20 @@ class Plugin(libdnf5.plugin.IPlugin2_1):
         outlives this dnf5. resume() drops a journal whose transaction never reached rpm."""
         if self._pending is not None:
             root, self._pending = self._pending.root, None
-            self._guarded(lambda: _session().resume(root, self._read_config()))
+            self._guarded(lambda: self._resume(root))
 
-    def _guarded(self, step) -> None:  # noqa: ANN001
+    def _resume(self, root: Path, live_actions: bool = True) -> None:
+        """Complete an earlier transaction's journal: the core's transaction code is loaded
+        when a journal (or a transaction) needs it."""
+        from libvirt_presets import session
+
+        session.resume(root, self._read_config(), live_actions=live_actions)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
         # An exception escaping a hook aborts dnf5 (rc 134): our failure must never become the user's.
         try:
             step()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             journal = sys.modules.get("libvirt_presets.journal")
             if journal is not None and isinstance(exc, journal.JournalError):
                 return  # an unusable journal was moved aside, and that was said in one line

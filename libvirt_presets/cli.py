@@ -146,7 +146,7 @@ def run(opts: argparse.Namespace) -> int:
         return EXIT_ERROR  # journal.quarantine() has said why, in one line
     except BrokenPipeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+    except Exception as exc:  # one clear line, not a traceback
         if opts.verbose:
             raise
         print(MSG_ERROR.format(exc), file=sys.stderr)

@@ -14,7 +14,7 @@ from .checks import Problem, find_problems
 from .config import Config
 from .facts import PackageChange, TransactionFacts
 from .planner import Plan, UnitPlan, plan_transaction, predict_units_after
-from .presets import load_presets
+from .presets import PresetSet, load_presets
 from .render import UnitStatus
 from .snapshot import Snapshot, link_units, read_invocations, read_live_facts, take_snapshot
 from .systemctl import Systemctl
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Iterable
 
 
-def preset_sets(root: Path) -> dict:
+def preset_sets(root: Path) -> dict[str, PresetSet]:
     return {scope: load_presets(root, scope) for scope in (SYSTEM, USER)}
 
 

@@ -258,7 +258,7 @@ def load_config(paths: Iterable[Path]) -> Config:
             text = gate.read_text(str(path))
         except OSError as exc:
             why = exc.strerror or str(exc)
-            cfg = cfg.replace(problems=cfg.problems + (_printable(f"{path}: unreadable ({why}); ignored"),))
+            cfg = cfg.replace(problems=(*cfg.problems, _printable(f"{path}: unreadable ({why}); ignored")))
             continue
         if text is not None:
             cfg = parse_config(text, str(path), cfg)

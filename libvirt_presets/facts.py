@@ -167,4 +167,4 @@ def units_in_files(files: frozenset[str] | set[str] | list[str]) -> set[UnitKey]
     return found
 
 
-__all__ = ["LiveFacts", "PackageChange", "ServiceState", "TransactionFacts", "units_in_files", "SYSTEM"]
+__all__ = ["SYSTEM", "LiveFacts", "PackageChange", "ServiceState", "TransactionFacts", "units_in_files"]

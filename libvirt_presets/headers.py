@@ -8,8 +8,12 @@ load the core for that.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def transaction_set(root: str):  # noqa: ANN201 - rpm has no type stubs
+
+def transaction_set(root: str) -> Any:  # an rpm.TransactionSet: rpm has no type stubs
     """An rpm transaction set on `root` for reading headers and the rpmdb (rpm imported here,
     when first needed: dnf 4 has it loaded, dnf5's Python loader does not)."""
     import rpm
@@ -26,7 +30,7 @@ class HeaderReader:
 
     def __init__(self, root: str) -> None:
         self._root = root
-        self._ts = None
+        self._ts: Any | None = None
 
     def files(self, package_file: str) -> frozenset[str]:
         import rpm

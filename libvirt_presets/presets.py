@@ -217,7 +217,7 @@ def load_presets(root: Path, scope: str, *, split_usr: bool | None = None,
         except OSError as exc:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             fatal = REFUSED.format(path=path, why=why)
-            return PresetSet(tuple(rules), tuple(problems + [fatal]), fatal, version)
+            return PresetSet(tuple(rules), (*problems, fatal), fatal, version)
         file_rules, file_problems, fatal = _parse(text, path, version)
         rules += file_rules
         problems += file_problems
@@ -286,12 +286,13 @@ def _parse(text: str, path: str, version: int) -> tuple[list[PresetRule], list[s
     number = 0
     while pos < len(text):
         m = _LINE.match(text, pos)
+        assert m is not None  # every group is optional: it matches at any position
         pos = m.end()
         raw = m.group(1)
         number += 1
         if len(raw) >= LONG_LINE_MAX // 4 and _byte_length(raw) >= LONG_LINE_MAX:
             fatal = REFUSED.format(path=f"{path}:{number}", why="line longer than 1 MiB")
-            return rules, problems + [fatal], fatal
+            return rules, [*problems, fatal], fatal
         line = raw.strip(_WHITESPACE)
         if not line or line[0] in "#;":
             continue

@@ -11,6 +11,10 @@ import logging
 
 from .gate import LOGGER_NAME
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
 log = logging.getLogger(LOGGER_NAME)
 
 IDENTIFIER = "libvirt-units"
@@ -24,7 +28,7 @@ def printable(text: str) -> str:
 
 
 @functools.cache
-def _sendv():  # noqa: ANN202 - systemd-python's sendv, or None
+def _sendv() -> Callable[..., object] | None:
     """systemd-python's sendv, loaded on the first entry. Its C module alone: the
     `systemd.journal` wrapper pulls in uuid, platform and datetime, ~15 ms of every dnf run."""
     try:
@@ -34,7 +38,8 @@ def _sendv():  # noqa: ANN202 - systemd-python's sendv, or None
             from systemd.journal import sendv
         except ImportError:  # pragma: no cover - absent in minimal roots and on non-systemd hosts
             return None
-    return sendv
+    found: Callable[..., object] = sendv  # systemd-python has no type stubs
+    return found
 
 
 def _send(message: str, fields: dict[str, str]) -> None:

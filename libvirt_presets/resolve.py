@@ -119,12 +119,12 @@ def _url(path: str) -> str:
     return path if "://" in path else Path(path).resolve().as_uri()
 
 
-def metadata_files(pkg, inbound: bool) -> frozenset[str]:  # noqa: ANN001, ARG001
+def metadata_files(pkg: Any, inbound: bool) -> frozenset[str]:  # a libdnf5 package
     """A package's file list from repository metadata (incoming) or the rpmdb (@System)."""
     return frozenset(pkg.get_files())
 
 
-def libdnf5_changes(transaction, files_of: Callable[[Any, bool], frozenset[str]] = metadata_files,  # noqa: ANN001
+def libdnf5_changes(transaction: Any, files_of: Callable[[Any, bool], frozenset[str]] = metadata_files,
                     ) -> list[facts.PackageChange]:
     """Package changes of a libdnf5 transaction, for the dry run and for the dnf5 plugin alike;
     `files_of(package, inbound)` gives each one's file list (the plugin reads rpm headers)."""

@@ -15,12 +15,12 @@ from .units import UnitKey
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable
+    from typing import Any, Iterable
 
 _set = object.__setattr__
 
 
-def _ts(root: Path):  # noqa: ANN202 - rpm has no type stubs
+def _ts(root: Path) -> Any:  # an rpm.TransactionSet: rpm has no type stubs
     return transaction_set(str(root))
 
 
@@ -34,7 +34,7 @@ def database_path(root: Path) -> Path | None:
     return path if any((path / name).is_file() for name in names) else None
 
 
-def nevra(hdr) -> str:  # noqa: ANN001
+def nevra(hdr: Any) -> str:  # an rpm.hdr
     epoch = hdr["epoch"]
     evr = f"{epoch}:" if epoch else ""
     return f"{hdr['name']}-{evr}{hdr['version']}-{hdr['release']}.{hdr['arch'] or 'noarch'}"
@@ -79,7 +79,8 @@ def cookie(root: Path) -> str | None:
     ts = _ts(root)
     try:
         ts.openDB()
-        return ts.dbCookie()
+        value: str | None = ts.dbCookie()
+        return value
     finally:
         ts.closeDB()
 

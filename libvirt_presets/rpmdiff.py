@@ -8,12 +8,15 @@ install ID changed was reinstalled. Pure: the rpmdb reads are the caller's.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Tuple
-
 from .facts import DOWNGRADE, ERASE, INSTALL, OBSOLETE, REINSTALL, UPGRADE, PackageChange
-from .rpmdb import InstalledPackage
 
-EVR = Tuple[Optional[str], str, str]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional, Tuple
+
+    from .rpmdb import InstalledPackage
+
+    EVR = Tuple[Optional[str], str, str]
 
 
 def split_nevra(nevra: str) -> tuple[str, EVR, str]:
@@ -29,7 +32,8 @@ def split_nevra(nevra: str) -> tuple[str, EVR, str]:
 def rpm_compare(a: EVR, b: EVR) -> int:
     import rpm
 
-    return rpm.labelCompare(a, b)
+    order: int = rpm.labelCompare(a, b)
+    return order
 
 
 def changes_between(

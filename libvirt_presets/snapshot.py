@@ -318,7 +318,7 @@ def read_triggers(root: Path, snapshot: Snapshot, units: Iterable[UnitKey]) -> d
     with .service), for the system units given: the partners a guard must not split."""
     found = {}
     for key in units:
-        stem, dot, kind = key.name.rpartition(".")
+        stem, _, kind = key.name.rpartition(".")
         if key.scope != SYSTEM or kind not in ("socket", "path", "timer") or key not in snapshot.units:
             continue
         settings = read_unit_settings(root, snapshot, key)
@@ -370,4 +370,4 @@ def links_of(links: dict[str, str], units: set[UnitKey]) -> dict[str, str]:
     return {link: target for link, target in links.items() if link_units(link, target) & units}
 
 
-__all__ = ["Snapshot", "take_snapshot", "read_invocations", "link_units", "links_of", "SYSTEM", "USER"]
+__all__ = ["SYSTEM", "USER", "Snapshot", "link_units", "links_of", "read_invocations", "take_snapshot"]

@@ -82,12 +82,12 @@ def read_json(root: Path, name: str) -> dict[str, Any] | None:
             raise OSError(f"{path} is not a regular file; refusing to read it")
         raw = handle.read()
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data: object = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
     except RecursionError as exc:  # "[[[[...": nested deeper than the parser goes
         raise ValueError(f"{path}: not valid JSON: nested too deeply") from exc
     version = data.get("version") if isinstance(data, dict) else None
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or not isinstance(data, dict):  # the second for the type checker
         raise ValueError(f"{path}: unknown format version {version!r}")
     return data

@@ -61,9 +61,7 @@ LIBVIRT_DAEMONS = (
 DAEMON_UNIT_SUFFIXES = (
     ".service", ".socket", "-ro.socket", "-admin.socket", "-tls.socket", "-tcp.socket",
 )
-DEFAULT_UNIT_GLOBS = tuple(
-    d + s for d in LIBVIRT_DAEMONS for s in DAEMON_UNIT_SUFFIXES
-) + ("libvirt-guests.service",)
+DEFAULT_UNIT_GLOBS = (*(d + s for d in LIBVIRT_DAEMONS for s in DAEMON_UNIT_SUFFIXES), "libvirt-guests.service")
 
 # systemd's parse_boolean(): what unit files and $SYSTEMD_* variables accept, in any case.
 # The configuration takes the same words.
@@ -112,7 +110,7 @@ def is_valid_unit_name(name: str) -> bool:
     if not name or len(name) > UNIT_NAME_MAX or name.startswith("-"):
         return False
     m = _UNIT_RE.match(name)
-    return bool(m) and not m.group("prefix").startswith("@")
+    return m is not None and not m.group("prefix").startswith("@")
 
 
 def template_of(name: str) -> str | None:

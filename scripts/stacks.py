@@ -461,9 +461,7 @@ def main(argv: list[str]) -> int:
         print("stacks: needs root (mounts, unshare, mmdebstrap)", file=sys.stderr)
         return 2
 
-    outcomes = []
-    for name in chosen:
-        outcomes.append(run_host(extra) if name == "host" else run_stack(STACKS[name], extra))
+    outcomes = [run_host(extra) if name == "host" else run_stack(STACKS[name], extra) for name in chosen]
     print()
     for outcome in outcomes:
         if outcome.status == "skipped":

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 PROFILE_ENV = "HYPOTHESIS_PROFILE"
 # a busy shared test machine is no reason to fail: no deadline, no too_slow
-_QUIET = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_QUIET = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 
 settings.register_profile("ci", max_examples=1000, derandomize=True, print_blob=True, **_QUIET)
 settings.register_profile("long", max_examples=20000, derandomize=False, print_blob=True, **_QUIET)

@@ -18,9 +18,9 @@ from tests.e2e.guest import GuestDnf
 from tests.e2e.harness import InstallRoot
 
 
-def _without_plugin(dnf):  # noqa: ANN001, ANN202 - wraps a harness's dnf method
+def _without_plugin(dnf):  # wraps a harness's dnf method
     @functools.wraps(dnf)
-    def control(self, *args, plugin: bool = True, **kwargs):  # noqa: ANN001, ANN202, ARG001
+    def control(self, *args, plugin: bool = True, **kwargs):
         return dnf(self, *args, plugin=False, **kwargs)
 
     return control

@@ -294,7 +294,7 @@ class BootedContainer:
         check: bool = True,
         timeout: float | None = 120,
         env: Mapping[str, str] | None = None,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,  # mirrors subprocess.run
         cwd: str = "/",
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside the guest (all its namespaces except cgroup), capturing text.

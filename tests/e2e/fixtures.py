@@ -158,7 +158,7 @@ class FixturePackage:
 
 def daemon_units(daemon: str, *suffixes: str) -> tuple[str, ...]:
     """``daemon_units("virtqemud", "", "-ro")`` -> the service plus those sockets."""
-    return (f"{daemon}.service",) + tuple(f"{daemon}{s}.socket" for s in suffixes)
+    return (f"{daemon}.service", *(f"{daemon}{s}.socket" for s in suffixes))
 
 
 ALL_SOCKETS = ("", "-ro", "-admin", "-tls", "-tcp")

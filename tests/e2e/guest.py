@@ -238,7 +238,7 @@ class GuestDnf:
     def show(self, *units: str) -> dict[str, UnitShow]:
         props = "ActiveState,SubState,MainPID,InvocationID"
         out = self.systemctl("show", "-p", props, "--", *units).stdout
-        blocks = [b for b in out.strip().split("\n\n")]
+        blocks = out.strip().split("\n\n")
         shown = {}
         for unit, block in zip(units, blocks):
             p = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
@@ -394,7 +394,7 @@ def counts_line(name: str, run: Run, units: Sequence[str], sink: list[str]) -> s
     return line
 
 
-def write_counts_summary(request, title: str, lines: Sequence[str]) -> None:  # noqa: ANN001
+def write_counts_summary(request, title: str, lines: Sequence[str]) -> None:
     """From a module-scoped fixture, after its tests: the COUNTS lines on the terminal."""
     plugins = request.config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
@@ -428,12 +428,12 @@ def skip_without_nspawn(what: str) -> None:
         pytest.skip(message)
 
 
-def container_module(what: str, title: str, count_lines: list[str]):  # noqa: ANN201 - a pytest fixture
+def container_module(what: str, title: str, count_lines: list[str]):  # a pytest fixture
     """The autouse module fixture of a container test module: skip it (saying why) where no
     container can boot; afterwards print every scenario's COUNTS line under `title`."""
 
     @pytest.fixture(scope="module", autouse=True)
-    def _container_module(request: pytest.FixtureRequest):  # noqa: ANN202
+    def _container_module(request: pytest.FixtureRequest):
         skip_without_nspawn(what)
         yield
         write_counts_summary(request, title, count_lines)

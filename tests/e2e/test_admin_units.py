@@ -48,7 +48,7 @@ def test_the_admins_own_unit_keeps_its_state_when_a_package_starts_shipping_it(r
 
 
 @pytest.fixture
-def repos(tmp_path_factory, classic_pool):  # noqa: ANN001, ANN201
+def repos(tmp_path_factory, classic_pool):
     from types import SimpleNamespace
 
     base = tmp_path_factory.mktemp("admin-units-repos")

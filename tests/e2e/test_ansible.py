@@ -86,8 +86,8 @@ pluginconfpath={SRC}/etc/dnf/plugins
 FLEET_REPO_TEXT = f"[fleet]\nname=fleet\nbaseurl=file://{REPO_DIR}/both\ngpgcheck=0\nenabled=1\n"
 RECORD = "/var/lib/dnf/libvirt-units/last-transaction.json"
 
-LIBVIRTD = ("libvirtd.service",) + tuple(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS)
-PROXY = ("virtproxyd.service",) + tuple(f"virtproxyd{x}.socket" for x in LOCAL_SOCKETS)
+LIBVIRTD = ("libvirtd.service", *(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS))
+PROXY = ("virtproxyd.service", *(f"virtproxyd{x}.socket" for x in LOCAL_SOCKETS))
 RELOADED = ("virtlogd.service", "virtlockd.service")
 UNITS = tuple(sorted({u for v in ("9.0.0", "9.1.0") for p in catalog(v) for u in p.units}))
 SERVICES = tuple(u for u in UNITS if u.endswith(".service"))
@@ -148,7 +148,7 @@ def requirements() -> None:
 @pytest.fixture(scope="module")
 def repos(requirements: None, libvirt_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ours = build_rpms(tmp_path_factory.mktemp("ansible-rpms"), {TRIGGERS: our_triggers_spec()})
-    extra = dict.fromkeys(("v900", "both"), [ours[f"{TRIGGERS}-1"]])
+    extra = dict.fromkeys(("v900", "both"), (ours[f"{TRIGGERS}-1"],))
     return publish_repos(libvirt_pool, tmp_path_factory.mktemp("ansible-repos"),
                          {"v900": ["9.0.0"], "both": ["9.0.0", "9.1.0"]}, extra=extra)
 

@@ -63,7 +63,7 @@ def guest_with(repos: Path, packages: Sequence[str], plugin: bool = True) -> Ite
         yield guest
 
 
-def transact_unchecked(guest: GuestDnf, *args: str, watch: Sequence[str], **kwargs) -> Run:  # noqa: ANN003
+def transact_unchecked(guest: GuestDnf, *args: str, watch: Sequence[str], **kwargs) -> Run:
     """`transact` for a dnf that fails or is killed: waits for the start lines afterwards too."""
     wait_for_start_lines(guest, watch)
     mark = len(guest.events())

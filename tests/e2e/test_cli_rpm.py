@@ -72,7 +72,7 @@ def monolithic_host(root: InstallRoot, pool: Pool, units: bool) -> None:
     root.systemctl("enable", "libvirtd.service", "libvirtd.socket")
 
 
-MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **{s: "disabled" for s in PROXY_SOCKETS}}
+MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **dict.fromkeys(PROXY_SOCKETS, "disabled")}
 
 
 @pytest.mark.parametrize("units", [False, True], ids=["stock", "cli"])

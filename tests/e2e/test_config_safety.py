@@ -69,7 +69,7 @@ def write(path: Path, text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def installed(classic_pool, tmp_path_factory) -> tuple[InstallRoot, Path]:  # noqa: ANN001
+def installed(classic_pool, tmp_path_factory) -> tuple[InstallRoot, Path]:
     base = tmp_path_factory.mktemp("config-safety")
     root = InstallRoot(base / "root", base / "home")
     root.setup(classic_pool)
@@ -87,7 +87,7 @@ def conf_dir(tmp_path: Path, main: str | None, dropin: str | None = None) -> Pat
     return directory
 
 
-def dnf_with(root: InstallRoot, repo: Path, directory: Path, *args: str):  # noqa: ANN201
+def dnf_with(root: InstallRoot, repo: Path, directory: Path, *args: str):
     return root.dnf(f"--setopt=pluginconfpath={directory}", *args, repo=repo, check=False)
 
 

@@ -178,9 +178,9 @@ def test_failed_boot_cleans_up_and_shows_the_console(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(BootedContainer, "_wait_for_pid1", wait_for_pid1)
     guests_before = _pid_namespace_inits()
     expected = "no systemd PID 1" if fails == "before PID 1 appears" else "guest not running"
-    with pytest.raises(BootError, match=f"(?s){expected}.*console log"):
-        with BootedContainer(unit="basic.target", boot_timeout=0.0):
-            pytest.fail("an expired boot deadline cannot be met")
+    with pytest.raises(BootError, match=f"(?s){expected}.*console log"), \
+            BootedContainer(unit="basic.target", boot_timeout=0.0):
+        pytest.fail("an expired boot deadline cannot be met")
     _assert_torn_down(seen["root"], seen["nspawn_pid"], seen.get("pid1"))
     # Before PID 1 was found the harness cannot name it: no guest may be left running anyway.
     assert _pid_namespace_inits() <= guests_before

@@ -24,7 +24,7 @@ RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"
 PLUGIN_SOURCE = REPO_ROOT / "dnf5-plugins" / "libvirt_units.py"
 CONFIG = REPO_ROOT / "etc/dnf/plugins/libvirt-units.conf"
 LOADER = "/etc/dnf/libdnf5-plugins/python_plugins_loader.conf"
-MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **{s: "disabled" for s in PROXY_SOCKETS}}
+MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **dict.fromkeys(PROXY_SOCKETS, "disabled")}
 
 
 def dnf5_plugin_missing() -> str | None:

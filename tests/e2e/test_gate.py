@@ -21,7 +21,7 @@ IMPORTS = {"PYTHONPROFILEIMPORTTIME": "1"}
 
 
 @pytest.fixture
-def host(root: InstallRoot, classic_pool, tmp_path: Path) -> tuple[InstallRoot, Path]:  # noqa: ANN001
+def host(root: InstallRoot, classic_pool, tmp_path: Path) -> tuple[InstallRoot, Path]:
     repo = classic_pool.make_repo(tmp_path / "repo", ["9.0.0", "9.1.0"])
     root.dnf("install", "libvirt-docs-9.0.0", "libvirt-daemon-log-9.0.0", repo=repo, plugin=False)
     return root, repo
@@ -57,7 +57,7 @@ def test_a_package_with_unit_files_loads_the_core(host):
     assert "libvirt_presets.session" in core_modules(result.stderr)
     record = last_record(root)
     assert record is not None
-    assert [t["package"] for t in record["transaction"]][0].startswith("libvirt-daemon-log-9.1.0")
+    assert record["transaction"][0]["package"].startswith("libvirt-daemon-log-9.1.0")
 
 
 def test_removing_a_package_with_unit_files_loads_the_core(host):
@@ -76,7 +76,7 @@ def test_a_configured_trigger_loads_the_core(host, trigger):
     assert "libvirt_presets.session" in core_modules(result.stderr)
     record = last_record(root)
     assert record is not None
-    assert [t["package"] for t in record["transaction"]][0].startswith("libvirt-docs-9.1.0")
+    assert record["transaction"][0]["package"].startswith("libvirt-docs-9.1.0")
 
 
 def test_a_pending_journal_is_completed_by_a_transaction_without_units(host):

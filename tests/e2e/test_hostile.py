@@ -120,7 +120,7 @@ exec /usr/bin/systemctl "$@"
 def build_hostile_repo(work: Path) -> Path:
     staging = work / "staging"
     staging.mkdir(parents=True)
-    for name in HOSTILE_FILES + ("hostile-ok.service",):
+    for name in (*HOSTILE_FILES, "hostile-ok.service"):
         (staging / name).parent.mkdir(exist_ok=True)
         (staging / name).write_text("[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n")
     top = work / "rpmbuild"
@@ -155,7 +155,7 @@ def test_hostile_unit_file_names_never_reach_systemctl(root, tmp_path):
         units = argv[argv.index("--") + 1:]
         assert all(is_valid_unit_name(u) for u in units), argv
         assert not set(argv) & {n.split("/")[0] for n in HOSTILE_FILES}, argv
-    assert ["--no-reload", "preset", "--", "hostile-ok.service"] == calls[0][-4:]
+    assert calls[0][-4:] == ["--no-reload", "preset", "--", "hostile-ok.service"]
     assert root.is_enabled("hostile-ok.service") == "enabled"  # the valid one got its preset
     for where in (Path.cwd(), root.path, tmp_path, Path("/tmp")):  # nothing ran any of the names
         assert not list(where.glob("hostile-ran*")), where

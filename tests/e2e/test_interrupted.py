@@ -42,7 +42,7 @@ RESUME_HINT = "run 'dnf libvirt-units resume'"
 
 @pytest.fixture(scope="module")
 def repos(classic_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    extra = dict.fromkeys(("v900", "v910"), [our_triggers_rpm(tmp_path_factory.mktemp("interrupted-rpms"))])
+    extra = dict.fromkeys(("v900", "v910"), (our_triggers_rpm(tmp_path_factory.mktemp("interrupted-rpms")),))
     return publish_repos(classic_pool, tmp_path_factory.mktemp("interrupted-repos"),
                          {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]}, extra=extra)
 

@@ -82,7 +82,7 @@ def system_units(*versions: str) -> tuple[str, ...]:
 
 UNITS = system_units("9.0.0", "9.1.0")
 RELOADED = ("virtlogd.service", "virtlockd.service")
-LIBVIRTD = ("libvirtd.service",) + tuple(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS)
+LIBVIRTD = ("libvirtd.service", *(f"libvirtd{x}.socket" for x in LOCAL_SOCKETS))
 
 
 @dataclass
@@ -118,7 +118,7 @@ def is_active(guest: GuestDnf) -> dict[str, str]:
 def repos(libvirt_pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The libvirt-style packages, and the rpm triggers the libvirt-units RPM ships beside its
     plugin (doc/markers.md): the hosts here are set up as a real install is."""
-    extra = dict.fromkeys(("v900", "both"), [our_triggers_rpm(tmp_path_factory.mktemp("live-rpms"))])
+    extra = dict.fromkeys(("v900", "both"), (our_triggers_rpm(tmp_path_factory.mktemp("live-rpms")),))
     return publish_repos(libvirt_pool, tmp_path_factory.mktemp("guest-repos-libvirt"),
                          {"v900": ["9.0.0"], "both": ["9.0.0", "9.1.0"]}, extra=extra)
 

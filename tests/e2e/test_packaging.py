@@ -27,7 +27,7 @@ from tests.e2e.harness import REPO_ROOT, RPM, InstallRoot
 
 NAME = "libvirt-units"
 RECORD = "var/lib/dnf/libvirt-units/last-transaction.json"
-MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **{s: "disabled" for s in PROXY_SOCKETS}}
+MONOLITHIC = {"libvirtd.socket": "enabled", "libvirtd.service": "enabled", **dict.fromkeys(PROXY_SOCKETS, "disabled")}
 
 
 def tree_files() -> list[str]:

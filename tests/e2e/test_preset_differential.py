@@ -92,7 +92,7 @@ class Case:
 def make_case(index: int) -> Case:
     rnd = random.Random(SEED * 100_000 + index)
     scope = USER if index % USER_EVERY == 0 else SYSTEM
-    units: dict[str, str] = {u: "" for u in rnd.sample(PLAIN_UNITS, rnd.randint(2, 6))}
+    units: dict[str, str] = dict.fromkeys(rnd.sample(PLAIN_UNITS, rnd.randint(2, 6)), "")
     for template in rnd.sample(TEMPLATES, rnd.randint(0, 2)):
         units[template] = rnd.choice(["", "", "def", "a"])
         for arg in rnd.sample(INSTANCE_ARGS, rnd.randint(0, 3)):

@@ -41,7 +41,7 @@ def test_s1_split_upgrade_keeps_monolithic_host(root, repos, plugin, filelists):
         assert got["virtproxyd.socket"] == "enabled"
         return
     assert got == {"libvirtd.socket": "enabled", "libvirtd.service": "enabled",
-                   **{s: "disabled" for s in PROXY_SOCKETS}}, result.output
+                   **dict.fromkeys(PROXY_SOCKETS, "disabled")}, result.output
     after = root.links()
     # Every old link survives; new ones belong only to units new in 9.1.0 (the preset of
     # virtqemud-admin.socket, the stock %post of the unmanaged user units).

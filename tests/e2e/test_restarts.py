@@ -66,7 +66,7 @@ def repos(classic_pool: Pool, bare_pool: Pool,
           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Per style, a directory with the repositories v900 (9.0.0) and v910 (9.0.0 + 9.1.0), both
     with the rpm triggers the libvirt-units RPM ships beside its plugin (doc/markers.md)."""
-    extra = dict.fromkeys(("v900", "v910"), [our_triggers_rpm(tmp_path_factory.mktemp("restart-rpms"))])
+    extra = dict.fromkeys(("v900", "v910"), (our_triggers_rpm(tmp_path_factory.mktemp("restart-rpms")),))
     return {
         pool.style: publish_repos(pool, tmp_path_factory.mktemp(f"guest-repos-{pool.style}"),
                                   {"v900": ["9.0.0"], "v910": ["9.0.0", "9.1.0"]}, extra=extra)

@@ -35,7 +35,7 @@ def option_strings(parser: argparse.ArgumentParser) -> set[str]:
 
 def section(text: str, title: str) -> str:
     """One section of a reStructuredText man page (TITLE underlined with '=')."""
-    match = re.search(rf"^{title}\n=+\n(.*?)(?=^\S[^\n]*\n=+\n|\Z)", text, re.S | re.M)
+    match = re.search(rf"^{title}\n=+\n(.*?)(?=^\S[^\n]*\n=+\n|\Z)", text, re.DOTALL | re.MULTILINE)
     assert match, title
     return match.group(1)
 
@@ -233,5 +233,5 @@ def test_decode_ignores_the_field():
     record = journal.encode(Snapshot(units={}, links={}), TransactionFacts(), live=False, invocations={},
                             rpmdb_cookie=None, done=[])
     record[journal.INSTALLED_BEFORE] = {"a-1.0-1.noarch": 1}
-    before, facts, meta = journal.decode(record)
+    _, facts, meta = journal.decode(record)
     assert facts.changes == () and meta.live is False and meta.installed_before == {"a-1.0-1.noarch": 1}

@@ -10,21 +10,21 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip("dnf", reason="dnf's Python bindings import only in Debian's /usr/bin/python3")
-import dnf.cli.demand  # noqa: E402
-import dnf.cli.option_parser  # noqa: E402
+import dnf.cli.demand
+import dnf.cli.option_parser
 
 PLUGIN = Path(__file__).resolve().parents[2] / "dnf-plugins" / "libvirt_units.py"
 
 
 @pytest.fixture(scope="module")
-def command_class():  # noqa: ANN201
+def command_class():
     spec = importlib.util.spec_from_file_location("libvirt_units_plugin", PLUGIN)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.LibvirtUnitsCommand
 
 
-def configured(command_class, args: list[str]):  # noqa: ANN001, ANN201
+def configured(command_class, args: list[str]):
     """dnf-plugins-core's support.command_configure: parse with dnf's parser, configure."""
     conf = SimpleNamespace(cacheonly=False, optional_metadata_types=[], installroot="/", pluginconfpath=[])
     cli = SimpleNamespace(demands=dnf.cli.demand.DemandSheet(), base=SimpleNamespace(conf=conf))

@@ -53,7 +53,7 @@ def S(name: str) -> UnitKey:
     return UnitKey(SYSTEM, name)
 
 
-def seed_plan():  # noqa: ANN201
+def seed_plan():
     units = MONO + PROXY + LOG + ("virtqemud.service", "virtqemud.socket")
     before = Snapshot(units={S(u): SYS[1:] + u for u in units})
     old = "libvirt-daemon-9.0.0-1.fc41.x86_64"

@@ -12,12 +12,12 @@ from libvirt_presets import host
 
 
 @pytest.fixture
-def machine(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def machine(monkeypatch: pytest.MonkeyPatch):
     """A fake machine: whether systemd booted it, and whether / is PID 1's root."""
     state = SimpleNamespace(booted=True, chroot=False, proc=True)
     real_stat, real_isdir = os.stat, os.path.isdir
 
-    def stat(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def stat(path, *args, **kwargs):
         if path == "/proc/1/root":
             if not state.proc:
                 raise FileNotFoundError(path)

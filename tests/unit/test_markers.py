@@ -61,7 +61,7 @@ class FakeSystemctl(MarkerSystemctl):
         super().__init__(root, binary="systemctl")
         self.table, self.fail = table, fail
 
-    def _live(self, *args: str, units=()):  # noqa: ANN001, ANN202
+    def _live(self, *args: str, units=()):
         argv = [*args, *units]
         self.calls.append(argv)
         if args[0] == "show":

@@ -371,7 +371,7 @@ def _glibc_fnmatch() -> Callable[[str, str], bool] | None:
 
 GLIBC_FNMATCH = _glibc_fnmatch()
 PATTERN_PIECES = st.sampled_from(
-    list("[]!^-*?:=.\\ab@z") + ["[:alpha:]", "[:digit:]", "[:foo:]", "[=a=]", "[.a.]", "[.", "[=", "[:"])
+    [*"[]!^-*?:=.\\ab@z", "[:alpha:]", "[:digit:]", "[:foo:]", "[=a=]", "[.a.]", "[.", "[=", "[:"])
 NAME_CHARS = "[]!^-*?:=.\\abz@AZ09"
 
 

@@ -69,7 +69,7 @@ OTHERS = ("libvirtd.socket", "libvirtd-ro.socket", "virtqemud.socket", "virtlogd
           "virtqemud.path", "virtlogd.timer", "sshd.socket", "foo@bar.socket", "libvirtd.target")
 UNITS = SERVICES + OTHERS
 RUNNING = ("active", "reloading", "activating")
-ACTIVE_STATES = RUNNING + ("inactive", "failed", "deactivating", "")
+ACTIVE_STATES = (*RUNNING, "inactive", "failed", "deactivating", "")
 TYPES = ("simple", "exec", "forking", "notify", "notify-reload", "dbus", "oneshot", "")
 PACKAGES = ("libvirt-daemon", "libvirt-daemon-log", "libvirt-client", "libvirt-daemon-config-network",
             "openssh-server", "libvirt-libs")
@@ -92,7 +92,7 @@ SCOPES = st.sampled_from([Scope(), Scope(("*",)), Scope(("virt*", "libvirtd*")),
 POLICY_MAPS = st.one_of(
     st.just(Config().policies),
     st.just({"libvirt-guests.service": NEVER, "virt*.service": RELOAD}),
-    st.dictionaries(st.sampled_from(SERVICES + ("virt*.service", "*", "*.service")),
+    st.dictionaries(st.sampled_from((*SERVICES, "virt*.service", "*", "*.service")),
                     st.sampled_from((RESTART, RELOAD, RELOAD, NEVER)), max_size=4),
 )
 TRIGGER_MAPS = st.dictionaries(
@@ -117,7 +117,7 @@ def package_change(name, version, action, units, files, done) -> PackageChange:
 # again for every example it draws (80% of the run time here).
 CHANGES = st.lists(st.builds(
     package_change, st.sampled_from(PACKAGES), st.sampled_from(["9.0.0", "9.1.0"]),
-    st.sampled_from(INBOUND + (ERASE, ERASE)), subsets(UNIT_KEYS[:9]).map(set).map(sorted) | subsets(UNIT_KEYS),
+    st.sampled_from((*INBOUND, ERASE, ERASE)), subsets(UNIT_KEYS[:9]).map(set).map(sorted) | subsets(UNIT_KEYS),
     subsets(OTHER_FILES), MOSTLY,
 ), max_size=6)
 
@@ -438,7 +438,7 @@ def rpmdb_pair(draw):
     are new or carry a new transaction ID."""
     pool = {p.nevra: p for p in draw(st.lists(PACKAGES_RPM, max_size=10))}
     nevras = tuple(sorted(pool))
-    before = {n: 1 for n in draw(subsets(nevras))}
+    before = dict.fromkeys(draw(subsets(nevras)), 1)
     stay, reinstalled = draw(subsets(nevras)), draw(subsets(nevras))
     after = {n: 2 if n in reinstalled else 1 for n in before if n in stay}
     after.update({n: 2 for n in draw(subsets(nevras)) if n not in before})
@@ -622,7 +622,7 @@ def build_root(base: Path, top_linked: bool, hazards: dict[str, str], present: d
        hazards=st.dictionaries(st.sampled_from(SUBDIRS), st.sampled_from(HAZARDS), max_size=2),
        wanted_choice=st.dictionaries(st.sampled_from(LINK_POOL), st.integers(0, len(TARGETS) - 1), max_size=8),
        present=st.dictionaries(st.sampled_from(LINK_POOL), st.sampled_from(PRESENT), max_size=8),
-       more_units=subsets(tuple(UnitKey(SYSTEM, n) for n in LINK_NAMES) + (UnitKey(USER, LINK_NAMES[0]),)))
+       more_units=subsets((*(UnitKey(SYSTEM, n) for n in LINK_NAMES), UnitKey(USER, LINK_NAMES[0]))))
 def test_restore_links_in_a_hostile_root_warns_never_writes_outside_and_is_idempotent(
         tmp_path, top_linked, hazards, wanted_choice, present, more_units):
     """(A wants directory linked to another enablement directory is the xfail below.)"""
@@ -630,7 +630,7 @@ def test_restore_links_in_a_hostile_root_warns_never_writes_outside_and_is_idemp
     kept = set(more_units).union(*(link_units(link, target) for link, target in wanted.items()))
     base = Path(tempfile.mkdtemp(dir=tmp_path))
     try:
-        root, outside = build_root(base, top_linked, hazards, present, wanted)
+        root, _outside = build_root(base, top_linked, hazards, present, wanted)
         plan = Plan(keep=tuple(sorted(kept)), keep_links=wanted)
         before = tree(base)
         first = Outcome()

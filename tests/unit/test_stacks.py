@@ -54,4 +54,4 @@ def test_summary_takes_pytest_last_line_and_the_differential_count() -> None:
     assert outcome.differential.startswith("preset differential: 520 cases")
     assert stacks.summarize("sid", 0, ["====== 3 passed in 1.00s ======"], 1.0).status == "passed"
     broken = stacks.summarize("sid", 2, ["Traceback", "ImportError: x"], 1.0)
-    assert broken.status == "failed" and "no pytest summary, exit status 2: ImportError: x" == broken.line
+    assert broken.status == "failed" and broken.line == "no pytest summary, exit status 2: ImportError: x"
