@@ -10,6 +10,7 @@ or going out, a configured trigger by package name or by file, a pending journal
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,32 +52,35 @@ def test_an_upgrade_without_units_or_triggers_does_not_load_the_core(host):
     assert not (root.path / STATE).exists()  # no journal, no record: nothing was done
 
 
-def test_a_package_with_unit_files_loads_the_core(host):
-    root, repo = host
-    result = root.dnf("upgrade", "libvirt-daemon-log", repo=repo, env=IMPORTS)
+def assert_the_core_acted(root: InstallRoot, result: subprocess.CompletedProcess[str], package: str) -> None:
+    """The core was imported and recorded a transaction whose first package is `package`."""
     assert "libvirt_presets.session" in core_modules(result.stderr)
     record = last_record(root)
     assert record is not None
-    assert record["transaction"][0]["package"].startswith("libvirt-daemon-log-9.1.0")
+    assert record["transaction"][0]["package"].startswith(package)
+
+
+def test_a_package_with_unit_files_loads_the_core(host):
+    root, repo = host
+    result = root.dnf("upgrade", "libvirt-daemon-log", repo=repo, env=IMPORTS)
+    assert_the_core_acted(root, result, "libvirt-daemon-log-9.1.0")
 
 
 def test_removing_a_package_with_unit_files_loads_the_core(host):
     """The outgoing package's files come from the rpmdb (hawkey), not from rpm's set."""
     root, repo = host
     result = root.dnf("remove", "libvirt-daemon-log", repo=repo, env=IMPORTS)
-    assert "libvirt_presets.session" in core_modules(result.stderr)
-    assert last_record(root) is not None
+    assert_the_core_acted(root, result, "libvirt-daemon-log-9.0.0")
 
 
-@pytest.mark.parametrize("trigger", ["libvirt-doc*", "/usr/share/doc/libvirt-docs/*"])
+@pytest.mark.parametrize("trigger", ["libvirt-docs", "libvirt-doc*", "/usr/share/doc/libvirt-docs/README",
+                                     "/usr/share/doc/libvirt-docs/*"])
 def test_a_configured_trigger_loads_the_core(host, trigger):
+    """By name or by file, plain (compared as a string) or a glob."""
     root, repo = host
     conf = f"[main]\nenabled = 1\n[triggers]\n{trigger} = virtlogd.service\n"
     result = root.dnf("upgrade", "libvirt-docs", repo=repo, plugin_conf=conf, env=IMPORTS)
-    assert "libvirt_presets.session" in core_modules(result.stderr)
-    record = last_record(root)
-    assert record is not None
-    assert record["transaction"][0]["package"].startswith("libvirt-docs-9.1.0")
+    assert_the_core_acted(root, result, "libvirt-docs-9.1.0")
 
 
 def test_a_pending_journal_is_completed_by_a_transaction_without_units(host):
