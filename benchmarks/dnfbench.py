@@ -141,8 +141,9 @@ class DnfBench:
                "PATH": f"{self.wrapdir}:{os.environ.get('PATH', '')}"}
         env.pop(LOG_ENV, None)
         env.pop("PYTHONPATH", None)
-        if plugin is not None:  # the plugin imports libvirt_presets from that checkout
-            env["PYTHONPATH"] = str(plugin)
+        env.pop("BENCH_SITE", None)
+        if plugin is not None:  # the plugin imports libvirt_presets from that tree (dnf_timed.py)
+            env["BENCH_SITE"] = str(plugin)
         if log is not None:
             env[LOG_ENV] = str(log)
         return env
