@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import subprocess
 from pathlib import Path
 
 from . import report
 from .planner import LinkRestore, Plan
-from .snapshot import link_scope, plain_link_scope, resolve_in_root
+from .snapshot import InRoot, link_scope, plain_link_scope
 from .systemctl import Systemctl
 from .units import ENABLEMENT_DIRS, SYSTEM, USER, UnitKey
 from .words import Action
@@ -107,24 +108,31 @@ def apply_link(root: Path, restore: LinkRestore) -> None:
     scope = plain_link_scope(link, target)
     if scope is None:
         raise OSError(f"{link!r} is not a path below an enablement directory; refused")
-    top = resolve_in_root(root, ENABLEMENT_DIRS[scope])
-    parent = resolve_in_root(root, os.path.dirname(link))
-    if not (_inside(root, top) and _inside(top, parent)):
-        raise OSError(f"{root / os.path.dirname(link)} resolves outside {root / ENABLEMENT_DIRS[scope]}")
-    # A directory below it that is a symlink (to another wants directory, say) is not written
-    # through either: the snapshot records it as a link and never enters it, so a link written
-    # there would be seen under another name and the next restore would undo it.
-    below = os.path.relpath(os.path.dirname(link), ENABLEMENT_DIRS[scope])
-    if parent != (top if below == "." else top.joinpath(*below.split("/"))):
+    enablement = ENABLEMENT_DIRS[scope]
+    in_root = InRoot(root)
+    top, _ = in_root.resolve(enablement)
+    parent, parent_mode = in_root.resolve(os.path.dirname(link))
+    # The directory must be the enablement directory (wherever it resolves to inside the root)
+    # joined with the link's own parts: no part below it may be a symlink. A directory below it
+    # that is a symlink (to another wants directory, say) is not written through either: the
+    # snapshot records it as a link and never enters it, so a link written there would be seen
+    # under another name and the next restore would undo it.
+    if parent != top + link[len(enablement) + 1:].split("/")[:-1]:
+        top_path, parent_path = Path(in_root.path(top)), Path(in_root.path(parent))
+        if not (_inside(root, top_path) and _inside(top_path, parent_path)):  # which refusal it is
+            raise OSError(f"{root / os.path.dirname(link)} resolves outside {root / enablement}")
         raise OSError(f"{root / os.path.dirname(link)} is a symlink to another directory; not written through")
-    path = parent / os.path.basename(link)
+    # (Resolved so, the directory is inside the enablement directory and the root, as realpath()
+    # sees it too: every part of it below the root is a real directory or not there yet.)
+    path = Path(in_root.path(parent)) / os.path.basename(link)
     if os.path.lexists(path) and not path.is_symlink():
         raise OSError(f"{path} is not a symlink; left alone")
     if target is None:
         if path.is_symlink():
             path.unlink()
         return
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent_mode < 0 or not stat.S_ISDIR(parent_mode):  # mkdir only when needed: exist_ok costs an exception
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".#{path.name}.libvirt-units")
     if tmp.is_symlink():
         tmp.unlink()

@@ -70,58 +70,120 @@ def resolve_in_root(root: Path, rel: str) -> Path:
     Absolute link targets start again at the root, `..` stops at it; parts that do not exist
     are kept as they are. OSError (ELOOP) for a symlink loop.
     """
-    todo = [part for part in rel.split("/") if part][::-1]
-    done: list[str] = []
-    top = str(root).rstrip("/")  # strings, not Path objects: this runs for every link restored
-    hops = 0
-    while todo:
-        part = todo.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = "/".join((top, *done, part))
-        if not os.path.islink(here):
-            done.append(part)
-            continue
-        hops += 1
-        if hops > SYMLINK_HOPS_MAX:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(root / rel))
-        target = os.readlink(here)
-        if target.startswith("/"):
-            done = []
-        todo.extend(part for part in reversed(target.split("/")) if part)
-    return root.joinpath(*done)
+    return root.joinpath(*InRoot(root).resolve(rel)[0])
 
 
-def _directory(root: Path, rel: str, what: str, items: str, problems: list[str]) -> Path | None:
+# InRoot.resolve()'s word on the resolved path when lstat() gave no mode for it
+MISSING = -1  # it (or a directory above it) does not exist
+UNKNOWN = -2  # not asked (the root itself), or lstat() failed otherwise: ask os.stat()
+
+
+class InRoot:
+    """resolve_in_root() for the callers that run per directory or per link: strings, not Path
+    objects (building one costs more than the resolving), and lstat() asked once per path (a
+    snapshot resolves 11 directories that share most of their parts)."""
+
+    __slots__ = ("root", "prefix", "modes")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        top = str(root)
+        self.prefix = top if top.endswith("/") else top + "/"
+        self.modes: dict[str, int] = {}  # path -> what lstat() said: st_mode, MISSING or UNKNOWN
+
+    def path(self, parts: list[str]) -> str:
+        """str(root.joinpath(*parts))"""
+        return self.prefix + "/".join(parts) if parts else str(self.root)
+
+    def lstat_mode(self, path: str) -> int:
+        mode = self.modes.get(path)
+        if mode is None:
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                mode = MISSING
+            except (OSError, ValueError):  # what os.path.islink() takes for "no link" too
+                mode = UNKNOWN
+            self.modes[path] = mode
+        return mode
+
+    def resolve(self, rel: str) -> tuple[list[str], int]:
+        """The parts below the root of resolve_in_root(root, rel), and the st_mode lstat() gave
+        for that path (no symlink), else MISSING or UNKNOWN."""
+        todo = [part for part in rel.split("/") if part][::-1]
+        done: list[str] = []
+        # how many of the last parts of `done` lstat() found no mode for: nothing below such a
+        # part exists, so it cannot be a symlink and is not asked about
+        absent = 0
+        absent_mode = UNKNOWN
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                if done:
+                    done.pop()
+                    absent = max(absent - 1, 0)
+                continue
+            if absent:
+                done.append(part)
+                absent += 1
+                continue
+            here = self.prefix + "/".join((*done, part))
+            mode = self.lstat_mode(here)
+            if mode < 0:
+                done.append(part)
+                absent, absent_mode = 1, mode
+                continue
+            if not stat.S_ISLNK(mode):
+                done.append(part)
+                continue
+            hops += 1
+            if hops > SYMLINK_HOPS_MAX:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(self.root / rel))
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []
+            todo.extend(part for part in reversed(target.split("/")) if part)
+        if absent:
+            return done, absent_mode
+        return done, self.modes.get(self.path(done), UNKNOWN) if done else UNKNOWN
+
+
+def _directory(in_root: InRoot, rel: str, what: str, items: str, problems: list[str]) -> str | None:
     """Where the directory `rel` of the root really is, or None: absent (a fresh root has no
     unit directories: nothing to say) or unusable (one problem line)."""
     try:
-        path = resolve_in_root(root, rel)
-        mode = os.stat(path).st_mode
+        parts, mode = in_root.resolve(rel)
+        if mode == MISSING:
+            return None
+        path = in_root.path(parts)
+        if mode == UNKNOWN:
+            mode = os.stat(path).st_mode
     except FileNotFoundError:
         return None
     except OSError as exc:
-        problems.append(f"{root / rel}: cannot read {what} directory: {exc.strerror or exc}")
+        problems.append(f"{in_root.root / rel}: cannot read {what} directory: {exc.strerror or exc}")
         return None
     if not stat.S_ISDIR(mode):
-        problems.append(f"{root / rel}: not a directory; no {items} in it is read")
+        problems.append(f"{in_root.root / rel}: not a directory; no {items} in it is read")
         return None
     return path
 
 
-def _scan_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
+def _scan_units(in_root: InRoot, problems: list[str]) -> dict[UnitKey, str]:
+    root = in_root.root
     units: dict[UnitKey, str] = {}
     for scope, dirs in VENDOR_DIRS.items():
         seen: set[str] = set()
         for rel in dirs:
-            path = _directory(root, rel, "unit", "unit", problems)
-            if path is None or os.path.realpath(path) in seen:
-                continue  # a merged-/usr root's /lib is /usr/lib: read once
-            seen.add(os.path.realpath(path))
+            path = _directory(in_root, rel, "unit", "unit", problems)
+            # A merged-/usr root's /lib is /usr/lib: read once. The resolved path has no symlink
+            # below the root, so the same directory has the same path (no realpath() needed).
+            if path is None or path in seen:
+                continue
+            seen.add(path)
             try:
                 with os.scandir(path) as it:
                     for entry in it:
@@ -134,16 +196,17 @@ def _scan_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
     return units
 
 
-def _scan_admin_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
+def _scan_admin_units(in_root: InRoot, problems: list[str]) -> dict[UnitKey, str]:
     """Unit files the admin put in the search path: regular files, and symlinks that link a
     unit file in under its own name (`systemctl link`). Masks (-> /dev/null), aliases and the
     enablement directories are links, not units."""
+    root = in_root.root
     units: dict[UnitKey, str] = {}
     for scope, dirs in ADMIN_DIRS.items():
         for rel in dirs:
             # /etc/systemd/{system,user} are the enablement directories too: _scan_links reports them
             said = [] if rel in ENABLEMENT_DIRS.values() else problems
-            path = _directory(root, rel, "unit", "unit", said)
+            path = _directory(in_root, rel, "unit", "unit", said)
             if path is None:
                 continue
             try:
@@ -161,16 +224,16 @@ def _scan_admin_units(root: Path, problems: list[str]) -> dict[UnitKey, str]:
     return units
 
 
-def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
+def _scan_links(in_root: InRoot, problems: list[str]) -> dict[str, str]:
     links: dict[str, str] = {}
     for rel in ENABLEMENT_DIRS.values():
-        top = _directory(root, rel, "enablement", "enablement link", problems)
+        top = _directory(in_root, rel, "enablement", "enablement link", problems)
         if top is None:
             continue
         # scandir, building each relative path as we descend (os.walk + os.path.relpath per link
         # cost half of a snapshot with thousands of links); a symlinked subdirectory is recorded
         # as a link, never entered
-        stack = [(str(top), rel)]
+        stack = [(top, rel)]
         while stack:
             path, rel_dir = stack.pop()
             try:
@@ -193,9 +256,10 @@ def _scan_links(root: Path, problems: list[str]) -> dict[str, str]:
 
 def take_snapshot(root: Path) -> Snapshot:
     problems: list[str] = []
-    units = _scan_units(root, problems)
-    admin = _scan_admin_units(root, problems)
-    links = _scan_links(root, problems)
+    in_root = InRoot(root)
+    units = _scan_units(in_root, problems)
+    admin = _scan_admin_units(in_root, problems)
+    links = _scan_links(in_root, problems)
     return Snapshot(units=units, links=links, problems=tuple(map(printable, problems)), admin_units=admin)
 
 
@@ -204,7 +268,7 @@ RUNTIME_UNITS_DIR = "run/systemd/units"
 
 def scan_links(root: Path) -> dict[str, str]:
     """Only the enablement links: what a restore compares against, without rescanning units."""
-    return _scan_links(root, [])
+    return _scan_links(InRoot(root), [])
 
 
 def read_invocations(root: Path) -> dict[str, str]:
