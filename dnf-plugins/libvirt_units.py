@@ -60,11 +60,9 @@ def config_files(conf: Any) -> list[str]:  # a dnf.conf.Conf (dnf has no type st
 
 
 def load_config(conf: Any) -> Config:  # a dnf.conf.Conf
-    from pathlib import Path
-
     from libvirt_presets.config import load_config
 
-    return load_config(Path(p) for p in config_files(conf))
+    return load_config(config_files(conf))
 
 
 class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: its classes are Any
