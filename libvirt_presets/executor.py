@@ -145,10 +145,11 @@ def restore_links(root: Path, plan: Plan, restores: Sequence[LinkRestore], outco
     changed (a link that cannot be set is warned about once, then left alone)."""
     before = len(outcome.restored)
     packages = _packages_after(plan)
+    at_slash = root == Path("/")
     for restore in restores:
         if restore.link in outcome.unrestorable:
             continue  # warned about once already
-        shown = f"/{restore.link}" if root == Path("/") else str(root / restore.link)  # as systemctl says it
+        shown = f"/{restore.link}" if at_slash else str(root / restore.link)  # as systemctl says it
         shown = shown if shown.isprintable() else ascii(shown)  # one log line
         what = f"created symlink {shown} \u2192 {restore.target}" if restore.target else f'removed "{shown}"'
         what = what if what.isprintable() else ascii(what)
