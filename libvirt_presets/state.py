@@ -19,8 +19,10 @@ from .gate import PENDING, STATE_DIR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pathlib import Path
+    from os import PathLike
     from typing import Any
+
+    Root = str | PathLike[str]
 
 __all__ = ["FORMAT_VERSION", "LAST_TRANSACTION", "PENDING", "STATE_DIR", "encode", "read_json", "state_dir",
            "write_encoded", "write_json"]
@@ -33,8 +35,8 @@ _ENCODER = json.JSONEncoder(sort_keys=True)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def state_dir(root: Path) -> Path:
-    return root / STATE_DIR
+def state_dir(root: Root) -> str:
+    return os.path.join(root, STATE_DIR)
 
 
 def encode(value: Any) -> str:
@@ -42,7 +44,7 @@ def encode(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _refuse_symlinks(root: Path, name: str) -> tuple[str, bool]:
+def _refuse_symlinks(root: Root, name: str) -> tuple[str, bool]:
     """The state directory's path, and whether it exists; OSError when the directory, one of
     its parents below `root`, or the file `name` in it is a symlink."""
     path = os.fspath(root).rstrip("/")  # "/" -> "": the paths below it are "/var", ...
@@ -58,7 +60,7 @@ def _refuse_symlinks(root: Path, name: str) -> tuple[str, bool]:
     return directory, True
 
 
-def write_json(root: Path, name: str, data: Any, indent: int | None = 2, durable: bool = True) -> None:
+def write_json(root: Root, name: str, data: Any, indent: int | None = 2, durable: bool = True) -> None:
     """Write `data` (plus the format version) atomically. indent=None for files only programs
     read: json's C encoder only serves unindented output, ~10x faster for a big transaction.
     durable=False skips the two fsyncs (~10 ms on a disk): the rename is still atomic, and a
@@ -68,14 +70,14 @@ def write_json(root: Path, name: str, data: Any, indent: int | None = 2, durable
     _write(root, name, text, durable)
 
 
-def write_encoded(root: Path, name: str, members: dict[str, str], durable: bool = True) -> None:
+def write_encoded(root: Root, name: str, members: dict[str, str], durable: bool = True) -> None:
     """write_json(indent=None) of the object whose members are given already encoded (encode()
     of each value): the same bytes, and a file rewritten often re-encodes only what changed."""
     members = {"version": encode(FORMAT_VERSION), **members}
     _write(root, name, "{" + ", ".join(f"{encode(key)}: {members[key]}" for key in sorted(members)) + "}", durable)
 
 
-def _write(root: Path, name: str, text: str, durable: bool) -> None:
+def _write(root: Root, name: str, text: str, durable: bool) -> None:
     directory, exists = _refuse_symlinks(root, name)
     if not exists:
         os.makedirs(directory, mode=0o700, exist_ok=True)  # the parents as mkdir -p makes them
@@ -115,7 +117,7 @@ def _create_temp(directory: str, name: str) -> tuple[str, int]:
     raise FileExistsError(f"no unused temporary name for {name} in {directory}")
 
 
-def read_json(root: Path, name: str) -> dict[str, Any] | None:
+def read_json(root: Root, name: str) -> dict[str, Any] | None:
     """The file's data; None if absent; OSError for a symlink or a non-regular file (a FIFO
     would hang us); ValueError for anything that is not our JSON."""
     directory, _ = _refuse_symlinks(root, name)
