@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-from .headers import transaction_set
 from .records import Record
 from .units import UnitKey
 
@@ -23,6 +22,8 @@ _set = object.__setattr__
 
 
 def _ts(root: Root) -> Any:  # an rpm.TransactionSet: rpm has no type stubs
+    from .headers import transaction_set  # not when dnf lends its own set (owners_and_cookie)
+
     return transaction_set(os.fspath(root))
 
 
