@@ -856,7 +856,9 @@ def bench_small(args: argparse.Namespace, trees: list[Path], report: Report, roo
            "`libvirt_presets/` and `dnf-plugins/libvirt_units.py` laid out as the RPM installs them "
            "and byte-compiled (`compileall`); *checkout* = the same sources without `.pyc` files, "
            "run with PYTHONDONTWRITEBYTECODE=1, so every dnf run compiles them. Both are copies of "
-           "the tree under the work directory, pointed at by pluginpath, pluginconfpath and PYTHONPATH.",
+           "the tree under the work directory, pointed at by pluginpath and pluginconfpath; the core is "
+           "found at the end of sys.path, where an installed one is (`BENCH_SITE`, `dnf_timed.py`), "
+           "not through PYTHONPATH, which would make each of dnf's own imports look in it first.",
            "",
            f"*Instructions*: callgrind as in part 2b (dnf's own process + the plugin's `systemctl` "
            f"processes; shells skipped; PYTHONHASHSEED=0), {args.instruction_runs} runs per variant, "

@@ -103,7 +103,8 @@ def template(bench: DnfBench, repos: Repos) -> Path:
 
 def stage_trees(tree: Path, dest: Path) -> dict[str, Path]:
     """The plugin and core of checkout `tree`, twice, each a directory the plugin's pluginpath
-    (DIR/dnf-plugins), PYTHONPATH (DIR) and pluginconfpath (DIR/etc/dnf/plugins) point at:
+    (DIR/dnf-plugins), pluginconfpath (DIR/etc/dnf/plugins) and BENCH_SITE (DIR, appended to
+    sys.path by dnf_timed.py where site-packages is) point at:
 
     - installed: as the RPM lays them out in site-packages (libvirt_presets/,
       dnf-plugins/libvirt_units.py) and byte-compiled (`compileall`, as %py_byte_compile does);

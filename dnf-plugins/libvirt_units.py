@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from libvirt_presets.config import Config
     from libvirt_presets.session import Pending
 
+    Item = tuple[int, str, str, Any]  # transaction_items(): dnf's action, name, NEVRA, package
+
 logger = logging.getLogger(gate.LOGGER_NAME)
 
 MSG_FAILED = "libvirt-units: %s; the transaction goes on without per-unit handling"
@@ -60,11 +62,9 @@ def config_files(conf: Any) -> list[str]:  # a dnf.conf.Conf (dnf has no type st
 
 
 def load_config(conf: Any) -> Config:  # a dnf.conf.Conf
-    from pathlib import Path
-
     from libvirt_presets.config import load_config
 
-    return load_config(Path(p) for p in config_files(conf))
+    return load_config(config_files(conf))
 
 
 class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: its classes are Any
@@ -98,8 +98,9 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
     def _pre_transaction(self) -> None:
         pending = self._journal_pending()
         known = rpm_ts_file_lists(self.base)
+        items = transaction_items(self.base.transaction)
         if not pending:
-            reason = self._concerns(known)
+            reason = self._concerns(known, items)
             if reason is None:
                 logger.debug(MSG_NOT_CONCERNED)
                 return
@@ -108,9 +109,9 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
             return
         if pending:  # a transaction now: the earlier one's restarts first
             self._guarded(lambda: self._resume(self._root()))
-        self._begin(known)
+        self._begin(known, items)
 
-    def _concerns(self, known: dict[str, frozenset[str]] | None) -> str | None:
+    def _concerns(self, known: dict[str, frozenset[str]] | None, items: list[Item]) -> str | None:
         """Why this transaction concerns us (gate.concerns), from the file lists dnf holds:
         rpm's for the incoming packages, the rpmdb's for the outgoing ones."""
         if known is None:
@@ -121,13 +122,12 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
             return str(exc)
         packages = []
         inbound = 0
-        for tsi in self.base.transaction:
-            pkg = tsi.pkg
-            if tsi.action in INBOUND:
+        for action, name, nevra, pkg in items:
+            if action in INBOUND:
                 inbound += 1
-                packages.append((pkg.name, known.get(str(pkg), ())))
+                packages.append((name, known.get(nevra, ())))
             else:
-                packages.append((pkg.name, pkg.files))
+                packages.append((name, pkg.files))
         if inbound != len(known):
             return "rpm's transaction set and dnf's differ"
         return gate.concerns(packages, triggers)
@@ -194,11 +194,11 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
             logger.warning(MSG_FAILED, exc)
             logger.debug("libvirt-units traceback", exc_info=True)
 
-    def _begin(self, known: dict[str, frozenset[str]] | None) -> None:
+    def _begin(self, known: dict[str, frozenset[str]] | None, items: list[Item]) -> None:
         from libvirt_presets import host, session
 
         root = self._root()
-        changes = transaction_changes(self.base.transaction, root, from_headers=True, known=known)
+        changes = transaction_changes(items, root, from_headers=True, known=known)
         self._pending = session.begin(root, self._read_config(), changes, host.is_live(root))
         atexit.register(self._after_dnf)
 
@@ -237,7 +237,17 @@ def rpm_ts_file_lists(base: Any) -> dict[str, frozenset[str]] | None:  # a dnf.B
     return lists
 
 
-def transaction_changes(transaction: Any, root: Path, from_headers: bool,  # dnf.Base.transaction
+def transaction_items(transaction: Any) -> list[Item]:  # a dnf.Base.transaction
+    """(action, name, NEVRA, package) of each item, read once per hook: each read of dnf's
+    transaction items goes through its Python wrappers."""
+    items = []
+    for tsi in transaction:
+        pkg = tsi.pkg
+        items.append((tsi.action, pkg.name, str(pkg), pkg))
+    return items
+
+
+def transaction_changes(items: list[Item], root: Path, from_headers: bool,
                         known: dict[str, frozenset[str]] | None = None) -> list[facts.PackageChange]:
     """Package changes of a dnf transaction. Incoming file lists come from rpm (`known`, by
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
@@ -256,10 +266,8 @@ def transaction_changes(transaction: Any, root: Path, from_headers: bool,  # dnf
     known = known or {}
     headers = HeaderReader(str(root))
     taken = 0
-    for tsi in transaction:
-        pkg = tsi.pkg
-        nevra = str(pkg)
-        action = actions.get(tsi.action)
+    for dnf_action, name, nevra, pkg in items:
+        action = actions.get(dnf_action)
         files: frozenset[str] = frozenset()
         if not from_headers:
             files = frozenset(pkg.files)
@@ -273,7 +281,7 @@ def transaction_changes(transaction: Any, root: Path, from_headers: bool,  # dnf
                 except (OSError, rpm.error) as exc:
                     logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)
                     files = frozenset(pkg.files)
-        changes.append(facts.PackageChange(pkg.name, nevra, action or facts.ERASE, files))
+        changes.append(facts.PackageChange(name, nevra, action or facts.ERASE, files))
     if from_headers:
         logger.debug(MSG_FILE_LISTS, taken, sum(1 for c in changes if c.inbound) - taken)
     return changes
@@ -389,7 +397,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):  # type: ignore[misc]  # dnf has no 
             base.resolve(allow_erasing=sub == "remove")
         except dnf.exceptions.Error as exc:
             raise dnf.exceptions.Error(f"libvirt-units: cannot resolve the {sub}: {exc}") from exc
-        changes = transaction_changes(base.transaction, root, from_headers=False)
+        changes = transaction_changes(transaction_items(base.transaction), root, from_headers=False)
         plan = commands.dry_run(root, config, changes, host.is_live(root))
         states = commands.enablement(root, [r.unit for r in plan.rows if r.package_before])
         tx = [{"package": c.nevra, "action": c.action} for c in changes]

@@ -155,11 +155,9 @@ class Plugin(libdnf5.plugin.IPlugin2_1):  # type: ignore[misc]  # libdnf5 has no
     def _read_config(self) -> Config:
         """Our configuration, read once; each bad line said once, as a warning."""
         if self._config is None:
-            from pathlib import Path
-
             from libvirt_presets.config import load_config
 
-            self._config = load_config(Path(p) for p in self._config_files())
+            self._config = load_config(self._config_files())
             for problem in self._config.problems:
                 logger.warning(MSG_CONFIG, problem)
         return self._config

@@ -12,7 +12,7 @@ after the file.
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
+import os
 
 from . import gate
 from .records import Record
@@ -22,16 +22,17 @@ from .words import Policy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from os import PathLike
     from typing import Iterable
 
 _set = object.__setattr__
 
-CONFIG_PATH = Path(gate.CONFIG_FILE)
+CONFIG_PATH = gate.CONFIG_FILE
 
 
-def config_paths(main: Path = CONFIG_PATH) -> list[Path]:
+def config_paths(main: str | PathLike[str] = CONFIG_PATH) -> list[str]:
     """The configuration: the main file, then the drop-ins beside it in name order."""
-    return [Path(p) for p in gate.config_files(str(main))]
+    return gate.config_files(os.fspath(main))
 
 # the policies by their names here (words.Policy says what each is)
 RESTART = Policy.RESTART
@@ -250,12 +251,12 @@ def parse_config(text: str, path: str, base: Config | None = None) -> Config:
     return _merged(p, cfg)
 
 
-def load_config(paths: Iterable[Path]) -> Config:
+def load_config(paths: Iterable[str | PathLike[str]]) -> Config:
     """Read the main file then its drop-ins, later files overriding earlier ones."""
     cfg = Config()
     for path in paths:
         try:
-            text = gate.read_text(str(path))
+            text = gate.read_text(os.fspath(path))
         except OSError as exc:
             why = exc.strerror or str(exc)
             cfg = cfg.replace(problems=(*cfg.problems, _printable(f"{path}: unreadable ({why}); ignored")))

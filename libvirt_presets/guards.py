@@ -13,10 +13,11 @@ everything else fails; the journal lists them so resume removes them too.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from os import PathLike
     from typing import Collection, Iterable
 
 RUNTIME_DIR = "run/systemd/system"
@@ -36,39 +37,41 @@ ExecReload=/bin/true
 """
 
 
-def guard_path(root: Path, unit: str) -> Path:
-    return root / RUNTIME_DIR / f"{unit}.d" / GUARD_FILE
+def guard_path(root: str | PathLike[str], unit: str) -> str:
+    return os.path.join(root, RUNTIME_DIR, f"{unit}.d", GUARD_FILE)
 
 
 def guard_text(unit: str, quiet_reload: bool) -> str:
     return GUARD_TEXT + (QUIET_RELOAD_TEXT if quiet_reload and unit.endswith(".service") else "")
 
 
-def place(root: Path, units: Iterable[str], quiet_reload: Collection[str] = ()) -> list[str]:
+def place(root: str | PathLike[str], units: Iterable[str], quiet_reload: Collection[str] = ()) -> list[str]:
     placed = []
     for unit in units:
         path = guard_path(root, unit)
-        if any(p.is_symlink() for p in (path, path.parent, path.parent.parent)):
+        directory = os.path.dirname(path)
+        if any(os.path.islink(p) for p in (path, directory, os.path.dirname(directory))):
             raise OSError(f"{path}: a symlink on the way; refusing to write a guard through it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{GUARD_FILE}.tmp")
-        tmp.write_text(guard_text(unit, unit in quiet_reload))
-        tmp.replace(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{GUARD_FILE}.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(guard_text(unit, unit in quiet_reload))
+        os.replace(tmp, path)
         placed.append(unit)
     return placed
 
 
-def remove(root: Path, units: Iterable[str]) -> list[str]:
+def remove(root: str | PathLike[str], units: Iterable[str]) -> list[str]:
     removed = []
     for unit in units:
         path = guard_path(root, unit)
         try:
-            path.unlink()
+            os.unlink(path)
             removed.append(unit)
         except FileNotFoundError:
             continue
         try:
-            path.parent.rmdir()  # only when empty: an admin's own runtime drop-ins stay
+            os.rmdir(os.path.dirname(path))  # only when empty: an admin's own runtime drop-ins stay
         except OSError:
             pass
     return removed

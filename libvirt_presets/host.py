@@ -15,9 +15,12 @@ where the package scriptlets' own `systemctl` calls would be ignored:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .units import parse_boolean
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from os import PathLike
 
 
 def _env_flag(name: str) -> bool | None:
@@ -37,7 +40,7 @@ def in_chroot() -> bool:
     return (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino)
 
 
-def is_live(root: Path) -> bool:
+def is_live(root: str | PathLike[str]) -> bool:
     """True only for the host's own root with systemd as its running init (module docstring)."""
     if os.path.realpath(root) != "/":
         return False

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -52,8 +53,8 @@ _set = object.__setattr__
 
 NEEDS_RESTART = "needs-restart"
 NEEDS_RELOAD = "needs-reload"
-CONFIG_DIR = CONFIG_PATH.parent
-CONFIG_NAME = CONFIG_PATH.name
+CONFIG_DIR = Path(CONFIG_PATH).parent
+CONFIG_NAME = Path(CONFIG_PATH).name
 
 
 class UnitMarks(Record):
@@ -185,7 +186,7 @@ def convert_restart_markers(config: Config, root: Path = Path("/"),
         return []
     systemctl = systemctl or MarkerSystemctl(root)
     marks = {u: m for u, m in systemctl.marks(list(units)).items() if u in units}  # (Id of an alias)
-    guarded = {u for u in units if guards.guard_path(root, u).is_file()}
+    guarded = {u for u in units if os.path.isfile(guards.guard_path(root, u))}
     changes = plan_marker_changes(marks, config, guarded)
     if not changes:
         return []

@@ -16,13 +16,13 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from .report import log
 from .units import is_valid_unit_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from os import PathLike
     from typing import Sequence
 
 SYSTEMCTL_TIMEOUT = 90.0
@@ -146,15 +146,12 @@ def parse_show(text: str, names: Sequence[str]) -> dict[str, UnitState]:
     return states
 
 
-_ROOT = Path("/")
-
-
 class Systemctl:
     """systemctl bound to one root: offline (`--root`) for an installroot, live for `/`."""
 
     __slots__ = ("root", "binary", "timeout", "calls", "unusable")
 
-    def __init__(self, root: Path = _ROOT, binary: str | None = None, timeout: float | None = None,
+    def __init__(self, root: str | PathLike[str] = "/", binary: str | None = None, timeout: float | None = None,
                  calls: list[list[str]] | None = None, unusable: tuple[int, str] | None = None) -> None:
         self.root = root
         self.binary = default_binary() if binary is None else binary

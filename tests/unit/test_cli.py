@@ -153,7 +153,7 @@ def test_config_files_are_the_main_file_then_drop_ins_in_name_order(tmp_path):
     for name in ("20-b.conf", "10-a.conf", "ignored.txt"):
         (drop / name).write_text("")
     main = tmp_path / "libvirt-units.conf"
-    assert config_paths(main) == [main, drop / "10-a.conf", drop / "20-b.conf"]
+    assert config_paths(main) == [str(main), str(drop / "10-a.conf"), str(drop / "20-b.conf")]
 
 
 # --- dnf5 actions file ----------------------------------------------------------------------
