@@ -199,7 +199,8 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
 
         root = self._root()
         changes = transaction_changes(items, root, from_headers=True, known=known)
-        self._pending = session.begin(root, self._read_config(), changes, host.is_live(root))
+        rpm_ts = getattr(getattr(self.base, "_priv_ts", None), "ts", None)  # dnf 4's, database open
+        self._pending = session.begin(root, self._read_config(), changes, host.is_live(root), rpm_ts)
         atexit.register(self._after_dnf)
 
     def _finish(self) -> None:

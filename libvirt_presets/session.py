@@ -82,13 +82,15 @@ def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
     return [u for u in snapshot.present if u in config.scope]
 
 
-def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> Pending:
+def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bool,
+          rpm_ts: Any | None = None) -> Pending:
+    """`rpm_ts`: dnf's transaction set, read for the owners and the cookie (rpmdb.owners_and_cookie)."""
     checkpoint("snapshot")
     before = take_snapshot(root)
     for problem in before.problems:
         report.warn(problem)
     managed = {u: p for u, p in before.units.items() if u in config.scope}
-    owners, cookie = rpmdb.owners_and_cookie(root, managed)
+    owners, cookie = rpmdb.owners_and_cookie(root, managed, rpm_ts)
     facts = TransactionFacts(tuple(changes), owners)
     invocations = read_invocations(root) if live and config.restarts else {}
     guards: tuple[str, ...] = ()
