@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from libvirt_presets import facts
     from libvirt_presets.config import Config
+    from libvirt_presets.headers import HeaderReader
     from libvirt_presets.session import Pending
 
     Item = tuple[int, str, str, Any]  # transaction_items(): dnf's action, name, NEVRA, package
@@ -254,7 +255,6 @@ def transaction_changes(items: list[Item], root: Path, from_headers: bool,
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
     dry run, which has neither, takes them from metadata."""
     from libvirt_presets import facts
-    from libvirt_presets.headers import HeaderReader
 
     actions = {
         dnf.transaction.PKG_INSTALL: facts.INSTALL,
@@ -265,7 +265,7 @@ def transaction_changes(items: list[Item], root: Path, from_headers: bool,
     }
     changes = []
     known = known or {}
-    headers = HeaderReader(str(root))
+    headers: HeaderReader | None = None  # most runs take every list from rpm's set
     taken = 0
     for dnf_action, name, nevra, pkg in items:
         action = actions.get(dnf_action)
@@ -278,6 +278,10 @@ def transaction_changes(items: list[Item], root: Path, from_headers: bool,
                 taken += 1
             else:
                 try:
+                    if headers is None:
+                        from libvirt_presets.headers import HeaderReader
+
+                        headers = HeaderReader(str(root))
                     files = headers.files(pkg.localPkg())
                 except (OSError, rpm.error) as exc:
                     logger.warning(MSG_NO_HEADER, os.path.basename(pkg.localPkg()), exc)

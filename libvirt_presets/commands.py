@@ -77,7 +77,7 @@ def status(root: Path, config: Config, live: bool) -> list[UnitStatus]:
 def pending_problem(root: Path, resume: str) -> Problem | None:
     """An unfinished transaction (a dnf killed between rpm and our step): `resume` is the
     command that completes it, as the front end spells it."""
-    path = state.state_dir(root) / state.PENDING
+    path = os.path.join(state.state_dir(root), state.PENDING)
     if not os.path.lexists(path):
         return None
     return Problem(ProblemKind.PENDING, (), f"{path}: unfinished transaction; run '{resume}'")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from pathlib import Path
 
 from . import report, state
 from .facts import PackageChange, TransactionFacts
@@ -23,6 +22,8 @@ from .words import Change, Step
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
+
+    from .state import Root
 
 PENDING = state.PENDING
 _set = object.__setattr__
@@ -166,11 +167,27 @@ def decode(data: dict[str, Any]) -> tuple[Snapshot, TransactionFacts, Journal]:
     return before, TransactionFacts(changes, owners), journal
 
 
-def save(root: Path, journal: Journal, durable: bool = True) -> None:
-    state.write_json(root, PENDING, journal.to_json(), indent=None, durable=durable)  # rewritten after every step
+def save(root: Root, journal: Journal, durable: bool = True) -> None:
+    """Write the journal (rewritten after every step). Its facts, most of the file, are encoded
+    once per journal: they never change, and a marked step re-encodes only the rest."""
+    facts = _encoded_facts(journal.facts)
+    members = {key: facts[key] if key in facts else state.encode(value) for key, value in journal.to_json().items()}
+    state.write_encoded(root, PENDING, members, durable=durable)
 
 
-def mark_done(root: Path, journal: Journal, step: Step) -> Journal:
+# The facts of the journal saved last and their JSON text by key. Journal.replace() (mark_done)
+# keeps the same dict, and nothing changes one after read() made it.
+_last_facts: tuple[dict[str, Any], dict[str, str]] = ({}, {})
+
+
+def _encoded_facts(facts: dict[str, Any]) -> dict[str, str]:
+    global _last_facts
+    if _last_facts[0] is not facts:
+        _last_facts = (facts, {key: state.encode(value) for key, value in facts.items()})
+    return _last_facts[1]
+
+
+def mark_done(root: Root, journal: Journal, step: Step) -> Journal:
     """The journal with `step` done, saved. Steps are idempotent (drop-ins removed, links
     restored to a recorded state, presets of the same new units, try-restarts of units whose
     invocation ID already changed are skipped): a mark lost to a power cut only means a step
@@ -180,38 +197,38 @@ def mark_done(root: Path, journal: Journal, step: Step) -> Journal:
     return journal
 
 
-def clear(root: Path) -> None:
+def clear(root: Root) -> None:
     try:
-        (state.state_dir(root) / PENDING).unlink()
+        os.unlink(os.path.join(root, state.STATE_DIR, PENDING))
     except FileNotFoundError:
         pass
 
 
-def quarantine(root: Path, why: str) -> JournalError:
+def quarantine(root: Root, why: str) -> JournalError:
     """Move an unusable journal aside (never over an earlier one) and say so in one line; the
     error to raise: its transaction cannot be completed, which front ends report (exit 2)."""
-    path = state.state_dir(root) / PENDING
+    path = os.path.join(state.state_dir(root), PENDING)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = path.with_name(f"{PENDING}.corrupt-{stamp}")
+    aside = f"{path}.corrupt-{stamp}"
     for n in range(2, 1000):
         if not os.path.lexists(aside):
             break
-        aside = path.with_name(f"{PENDING}.corrupt-{stamp}-{n}")
+        aside = f"{path}.corrupt-{stamp}-{n}"
     try:
         os.rename(path, aside)
     except OSError:
         pass
     why = why.replace(f"{path}: ", "").replace(f"{path}:", "line ")  # the path is said once
-    report.warn(f"{path}: unusable journal ({why}), moved to {aside.name}; its transaction was not "
+    report.warn(f"{path}: unusable journal ({why}), moved to {os.path.basename(aside)}; its transaction was not "
                 "completed: compare the units with 'dnf libvirt-units status'")
     return JournalError(f"unusable journal moved to {aside}")
 
 
-def load(root: Path) -> dict[str, Any] | None:
+def load(root: Root) -> dict[str, Any] | None:
     """The unfinished journal's data (read() and decode() make sense of it), or None. A corrupt
     one is moved aside with a warning and JournalError is raised: there was a transaction, and
     it cannot be completed."""
-    path = state.state_dir(root) / PENDING
+    path = os.path.join(state.state_dir(root), PENDING)
     try:
         return state.read_json(root, PENDING)
     except OSError as exc:  # a symlinked path, an unreadable file: refuse, touch nothing

@@ -320,11 +320,8 @@ def _classify(before: Snapshot, after: set[UnitKey], config: Config
     """The managed units, sorted: (new, existing, gone). New: no file of it anywhere in the unit
     search path before, one after; existing: present before and after; gone: present before only."""
     units_before = before.present
-    managed = config.scope.select(units_before | after)
-    new_units = sorted(u for u in managed if u in after and u not in units_before)
-    existing = sorted(u for u in managed if u in after and u in units_before)
-    gone = sorted(u for u in managed if u in units_before and u not in after)
-    return new_units, existing, gone
+    managed = config.scope.select(units_before | after)  # each one is in `after` or before
+    return sorted(managed - units_before), sorted(managed & units_before & after), sorted(managed - after)
 
 
 def _plan_presets(new_units: list[UnitKey], shipped: Mapping[UnitKey, PackageChange], config: Config,
@@ -381,16 +378,8 @@ def _rows(note: _Notes, tx: TransactionFacts, shipped: Mapping[UnitKey, PackageC
             return shipped[u].nevra
         return tx.owners_before.get(u) if u in after else None
 
-    return tuple(
-        UnitPlan(
-            unit=u,
-            package_before=tx.owners_before.get(u),
-            package_after=owner_after(u),
-            actions=tuple(note.actions[u]),
-            reasons=tuple(note.reasons[u]),
-        )
-        for u in sorted(note.actions)
-    )
+    return tuple(UnitPlan(u, tx.owners_before.get(u), owner_after(u), tuple(note.actions[u]), tuple(note.reasons[u]))
+                 for u in sorted(note.actions))
 
 
 def plan_transaction(

@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import errno
 import functools
-import mmap
 import os
 import re
 import stat
 from pathlib import Path
 
-from .glibc_fnmatch import glob_match
 from .records import Record
 from .snapshot import resolve_in_root
 from .systemctl import default_binary
 from .units import SYSTEM, UNIT_TYPES, USER
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 _set = object.__setattr__
 
@@ -90,7 +92,9 @@ LONG_LINE_MAX = 1024 * 1024
 UNIT_NAME_MAX = 256
 _WHITESPACE = " \t\n\r"  # systemd's WHITESPACE; Python's str.split() knows many more
 _VALID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_.\\@")
-_LINE = re.compile(r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?")
+# Where read_line() ends a line; only text with a "\r" or "\0" needs more than str.split("\n").
+_LINE = r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?"
+_GLOB_CHARS = ("*", "?", "[")  # fnmatch's only special characters under FNM_NOESCAPE
 
 
 class PresetRule(Record):
@@ -145,6 +149,30 @@ class PresetDecision(Record):
         return str(self.rule) if self.rule else NO_RULE_REASON
 
 
+class SystemdVersion(Record):
+    """The systemd version whose rules apply: `known`, or else that of `root` (see
+    `systemd_version_of_root`), read only when asked.
+
+    Reading it scans a ~1 MiB systemctl binary (~2.3 M instructions in dnf's process), and the
+    preset files of most roots read the same under every version we model: the version only
+    matters for an `ignore` line, or for a /lib/systemd/system-preset that is not /usr/lib's.
+    """
+
+    __slots__ = ("root", "known")
+    root: Path | None
+    known: int | None
+
+    def __init__(self, root: Path | None, known: int | None = None) -> None:
+        _set(self, "root", root)
+        _set(self, "known", known)
+
+    @property
+    def number(self) -> int:
+        if self.known is not None:
+            return self.known
+        return systemd_version_of_root(self.root) if self.root is not None else NEWEST_KNOWN_SYSTEMD
+
+
 class PresetSet(Record):
     """All rules of one scope in the order systemd tries them; the first match wins.
 
@@ -152,18 +180,23 @@ class PresetSet(Record):
     preset file); `problems` also lists the lines it skips.
     """
 
-    __slots__ = ("rules", "problems", "fatal", "systemd_version")
+    __slots__ = ("rules", "problems", "fatal", "version")
     rules: tuple[PresetRule, ...]
     problems: tuple[str, ...]
     fatal: str
-    systemd_version: int  # whose rules these are
+    version: SystemdVersion  # whose rules these are
 
     def __init__(self, rules: tuple[PresetRule, ...], problems: tuple[str, ...], fatal: str = "",
-                 systemd_version: int = OLDEST_SYSTEMD) -> None:
+                 version: int | SystemdVersion = OLDEST_SYSTEMD) -> None:
         _set(self, "rules", rules)
         _set(self, "problems", problems)
         _set(self, "fatal", fatal)
-        _set(self, "systemd_version", systemd_version)
+        _set(self, "version", version if isinstance(version, SystemdVersion) else SystemdVersion(None, version))
+
+    @property
+    def systemd_version(self) -> int:
+        """Whose rules these are (read from the root's systemctl now if loading did not need it)."""
+        return self.version.number
 
     def decide(self, unit_name: str) -> PresetDecision:
         """The first rule that matches decides; ValueError for a name systemd refuses too."""
@@ -172,10 +205,10 @@ class PresetSet(Record):
         if self.fatal:
             return PresetDecision(unit_name, IGNORE, None, problem=self.fatal)
         for rule in self.rules:
-            if rule.action == ENABLE and not rule.pattern:
+            if not rule.pattern and rule.action == ENABLE:
                 return PresetDecision(unit_name, IGNORE, rule, problem=f"{rule}: {BARE_ENABLE}")
-            instances = _instances_matched(rule, unit_name)
-            if instances is None and not glob_match(rule.pattern, unit_name):
+            instances = _instances_matched(rule, unit_name) if rule.instances else None
+            if instances is None and not _matcher(rule.pattern)(unit_name):
                 continue
             if rule.action == ENABLE:
                 return PresetDecision(unit_name, ENABLE, rule, instances or ())
@@ -183,10 +216,30 @@ class PresetSet(Record):
         return PresetDecision(unit_name, ENABLE, None)
 
 
+@functools.lru_cache(maxsize=1024)
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """A test equal to `glob_match(pattern, name)` for unit names (no NUL), made once per pattern.
+
+    Most preset lines name one unit, and most globs have one `*` (`disable *`,
+    `disable *-tls.socket`): string comparisons answer those, and the glibc port (and its
+    import) is left for the rest.
+    """
+    if "\0" not in pattern:
+        if not any(c in pattern for c in _GLOB_CHARS):
+            return pattern.__eq__
+        head, _, tail = pattern.partition("*")
+        if not any(c in head or c in tail for c in _GLOB_CHARS):
+            least = len(head) + len(tail)
+            return lambda name: len(name) >= least and name.startswith(head) and name.endswith(tail)
+    from .glibc_fnmatch import glob_match
+
+    return functools.partial(glob_match, pattern)
+
+
 def parse_preset_text(text: str, path: str, *,
                       systemd_version: int = OLDEST_SYSTEMD) -> tuple[list[PresetRule], list[str]]:
     """The rules of one preset file, and a "PATH:LINE: ..." note for each line systemd skips."""
-    rules, problems, _ = _parse(text, path, systemd_version)
+    rules, problems, _ = _parse(text, path, lambda: systemd_version)
     return rules, problems
 
 
@@ -205,25 +258,38 @@ def load_presets(root: Path, scope: str, *, split_usr: bool | None = None,
     """
     if scope not in PRESET_DIRS:
         raise ValueError(f"unknown scope {scope!r}")
-    version = systemd_version if systemd_version is not None else systemd_version_of_root(root)
-    if split_usr is None:
-        split_usr = version < SPLIT_USR_DROPPED_IN
-    dirs = PRESET_DIRS[scope] + ((SPLIT_USR_DIR,) if split_usr and scope == SYSTEM else ())
+    known: list[int] = [] if systemd_version is None else [systemd_version]
+
+    def version() -> int:
+        """Read from the root's systemctl only when a rule depends on it (SystemdVersion)."""
+        if not known:
+            known.append(systemd_version_of_root(root))
+        return known[0]
+
+    files = _preset_files(root, PRESET_DIRS[scope] + ((SPLIT_USR_DIR,) if scope == SYSTEM else ()))
+    if scope == SYSTEM and any(path.startswith(SPLIT_USR_DIR + "/") for path, _ in files):
+        if split_usr is None:
+            split_usr = version() < SPLIT_USR_DROPPED_IN
+        if not split_usr:
+            # without /lib the names it alone had are gone, and nothing else changes
+            files = [f for f in files if not f[0].startswith(SPLIT_USR_DIR + "/")]
     rules: list[PresetRule] = []
     problems: list[str] = []
-    for path in _preset_files(root, dirs):
+    fatal = ""
+    for path, real in files:
         try:
-            text = _read_preset_file(root, path)
+            text = _read_preset_file(root, path, real)
         except OSError as exc:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             fatal = REFUSED.format(path=path, why=why)
-            return PresetSet(tuple(rules), (*problems, fatal), fatal, version)
+            problems.append(fatal)
+            break
         file_rules, file_problems, fatal = _parse(text, path, version)
         rules += file_rules
         problems += file_problems
         if fatal:
-            return PresetSet(tuple(rules), tuple(problems), fatal, version)
-    return PresetSet(tuple(rules), tuple(problems), "", version)
+            break
+    return PresetSet(tuple(rules), tuple(problems), fatal, SystemdVersion(root, known[0] if known else None))
 
 
 def systemd_version_of_root(root: Path) -> int:
@@ -260,6 +326,8 @@ def systemctl_version(binary: str) -> int | None:
 @functools.lru_cache(maxsize=32)
 def _version_in_binary(path: str, size: int, mtime_ns: int) -> int | None:
     """Cached per file identity (size and mtime are part of the key): a few ms per binary."""
+    import mmap  # an extension module to load: ~0.4 M instructions, for the rare root that needs it
+
     try:
         with open(path, "rb") as binary, mmap.mmap(binary.fileno(), 0, access=mmap.ACCESS_READ) as data:
             for marker, pattern in _VERSION_IN_BINARY:
@@ -279,17 +347,11 @@ def _version_in_binary(path: str, size: int, mtime_ns: int) -> int | None:
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _parse(text: str, path: str, version: int) -> tuple[list[PresetRule], list[str], str]:
+def _parse(text: str, path: str, version: Callable[[], int]) -> tuple[list[PresetRule], list[str], str]:
+    """`version` is asked only for an `ignore` line: SystemdVersion says why."""
     rules: list[PresetRule] = []
     problems: list[str] = []
-    pos = 0
-    number = 0
-    while pos < len(text):
-        m = _LINE.match(text, pos)
-        assert m is not None  # every group is optional: it matches at any position
-        pos = m.end()
-        raw = m.group(1)
-        number += 1
+    for number, raw in enumerate(_lines(text), 1):
         if len(raw) >= LONG_LINE_MAX // 4 and _byte_length(raw) >= LONG_LINE_MAX:
             fatal = REFUSED.format(path=f"{path}:{number}", why="line longer than 1 MiB")
             return rules, [*problems, fatal], fatal
@@ -304,13 +366,31 @@ def _parse(text: str, path: str, version: int) -> tuple[list[PresetRule], list[s
     return rules, problems, ""
 
 
-def _parse_line(line: str, path: str, number: int, version: int) -> tuple[PresetRule | None, str]:
-    shown = repr(line if len(line) <= 80 else line[:77] + "...")
+def _lines(text: str) -> list[str]:
+    """The lines as read_line() ends them (at "\n", "\r", "\0" and their pairs), without ends."""
+    if "\r" in text or "\0" in text:
+        lines = []
+        pos = 0
+        line = re.compile(_LINE)
+        while pos < len(text):
+            m = line.match(text, pos)
+            assert m is not None  # every group is optional: it matches at any position
+            pos = m.end()
+            lines.append(m.group(1))
+        return lines
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()  # what follows the last "\n" is a line only if it is not empty
+    return lines
+
+
+def _parse_line(line: str, path: str, number: int, version: Callable[[], int]) -> tuple[PresetRule | None, str]:
     argument = _after_word(line, ENABLE)
     if argument is not None:
         if not argument:
             return PresetRule(ENABLE, "", (), path, number), BARE_ENABLE
-        name, *instances = re.split(r"[ \t]+", argument)  # stripped: no empty words
+        # the line is stripped, and only " " and "\t" are left of systemd's whitespace in it
+        name, *instances = [word for word in argument.replace("\t", " ").split(" ") if word]
         if instances and not _is_unit_name(name, template=True):
             return None, NOT_A_TEMPLATE.format(name=name)
         return PresetRule(ENABLE, name, tuple(instances), path, number), ""
@@ -320,11 +400,15 @@ def _parse_line(line: str, path: str, number: int, version: int) -> tuple[Preset
         return PresetRule(DISABLE, argument, (), path, number), ""
     argument = _after_word(line, IGNORE)
     if argument is not None:
-        if version < IGNORE_VERB_SINCE:
-            return None, IGNORE_VERB.format(version=version, line=shown)
+        if version() < IGNORE_VERB_SINCE:
+            return None, IGNORE_VERB.format(version=version(), line=_shown(line))
         # Parsed like `disable`: the rest of the line is the pattern; empty matches nothing.
         return PresetRule(IGNORE, argument, (), path, number), ""
-    return None, BAD_LINE.format(line=shown)
+    return None, BAD_LINE.format(line=_shown(line))
+
+
+def _shown(line: str) -> str:
+    return repr(line if len(line) <= 80 else line[:77] + "...")
 
 
 def _after_word(line: str, word: str) -> str | None:
@@ -347,25 +431,44 @@ def _byte_length(text: str) -> int:
 # --- files ---------------------------------------------------------------------------------
 
 
-def _preset_files(root: Path, dirs: tuple[str, ...]) -> list[str]:
-    """Every preset file (path inside the root) that counts, in the order systemd reads them."""
-    chosen: dict[str, str] = {}
+def _preset_files(root: Path, dirs: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """Every preset file that counts, in the order systemd reads them: its path inside the
+    root, and where it is on this host if it is a plain file (neither a link nor anything
+    else: then `_read_preset_file` need not resolve it again)."""
+    chosen: dict[str, tuple[str, str | None]] = {}
     for directory in dirs:
         try:
-            names = [entry.name for entry in os.scandir(resolve_in_root(root, directory))]
+            real_dir = str(resolve_in_root(root, directory))
+            entries = list(os.scandir(real_dir))
         except OSError:
             continue  # systemd skips a missing or unreadable directory too
-        for name in names:
+        for entry in entries:
+            name = entry.name
             if name.startswith(".") or not name.endswith(".preset") or name in chosen:
                 continue
             # A same-named file in a higher-priority directory wins, whatever it is: a
             # /dev/null or dangling symlink reads as nothing and so masks the lower one.
-            chosen[name] = f"{directory}/{name}"
+            chosen[name] = (f"{directory}/{name}", entry.path if _is_plain(entry) else None)
     return [chosen[name] for name in sorted(chosen, key=os.fsencode)]
 
 
-def _read_preset_file(root: Path, path: str) -> str:
-    """The file's text; "" for one that reads as empty or is gone; OSError where systemd fails."""
+def _is_plain(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)  # the entry's d_type: no system call
+    except OSError:
+        return False
+
+
+def _read_preset_file(root: Path, path: str, plain: str | None = None) -> str:
+    """The file's text; "" for one that reads as empty or is gone; OSError where systemd fails.
+
+    `plain`: the file, known to be a regular file and no link (from its directory entry)."""
+    if plain is not None:
+        try:
+            with open(plain, "rb") as file:
+                return file.read().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return ""  # gone since the directory was read
     real = resolve_in_root(root, path)
     try:
         st = os.stat(real)

@@ -10,7 +10,6 @@ import json
 import re
 import textwrap
 
-from .checks import Problem
 from .planner import Plan, UnitPlan
 from .records import Record
 from .words import Action
@@ -18,6 +17,8 @@ from .words import Action
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable, Sequence
+
+    from .checks import Problem  # not imported at run time: a transaction loads no checks
 
 _set = object.__setattr__
 
@@ -61,9 +62,11 @@ def row_json(row: UnitPlan, extra: dict[str, Any] | None = None) -> dict[str, An
 
 def plan_json(plan: Plan, command: str, root: str, enablement: dict[str, str] | None = None,
               transaction: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    enablement = enablement or {}
-    units = [row_json(r, {"enablement": enablement[str(r.unit)]} if str(r.unit) in enablement else None)
-             for r in plan.rows]
+    if enablement:
+        units = [row_json(r, {"enablement": enablement[str(r.unit)]} if str(r.unit) in enablement else None)
+                 for r in plan.rows]
+    else:  # a transaction's record: no unit's name to format
+        units = [row_json(r) for r in plan.rows]
     return {"command": command, "root": root, "transaction": list(transaction), "units": units,
             "problems": [], "guards": list(plan.live.guard)}
 
@@ -178,8 +181,25 @@ def summary(record: dict[str, Any], width: int = WIDTH) -> list[str]:
     for key, label, meaning in SUMMARY_LINES:
         if lists[key]:
             lines.append(f"{label}: {', '.join(lists[key])}" + (f" ({meaning})" if meaning else ""))
-    return [part for line in lines
-            for part in textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)]
+    return [part for line in lines for part in wrap(line, width)]
+
+
+def wrap(line: str, width: int) -> list[str]:
+    """textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False). The lines of
+    a summary are words with single spaces, each shorter than a line: those are filled here
+    without a TextWrapper and its regular expressions (most of a summary's cost)."""
+    words = line.split(" ")
+    if not line.isprintable() or "" in words or max(map(len, words)) > width - 2:
+        return textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)
+    lines, current = [], words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) <= width:
+            current += " " + word
+        else:
+            lines.append(current)
+            current = "  " + word  # the indent counts in the width, as in textwrap
+    lines.append(current)
+    return lines
 
 
 def _preset_word(unit_actions: Sequence[str]) -> str:

@@ -7,9 +7,8 @@ default.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-from .headers import transaction_set
 from .records import Record
 from .units import UnitKey
 
@@ -17,21 +16,25 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable
 
+    from .state import Root
+
 _set = object.__setattr__
 
 
-def _ts(root: Path) -> Any:  # an rpm.TransactionSet: rpm has no type stubs
-    return transaction_set(str(root))
+def _ts(root: Root) -> Any:  # an rpm.TransactionSet: rpm has no type stubs
+    from .headers import transaction_set  # not when dnf lends its own set (owners_and_cookie)
+
+    return transaction_set(os.fspath(root))
 
 
-def database_path(root: Path) -> Path | None:
+def database_path(root: Root) -> str | None:
     """Where rpm keeps the database of `root` (its %_dbpath below the root), or None when there
     is none: a root without one is no rpm system (a typo in --root, an empty directory)."""
     import rpm
 
-    path = root / rpm.expandMacro("%{_dbpath}").lstrip("/")
+    path = os.path.join(root, rpm.expandMacro("%{_dbpath}").lstrip("/"))
     names = ("rpmdb.sqlite", "Packages", "Packages.db")
-    return path if any((path / name).is_file() for name in names) else None
+    return path if any(os.path.isfile(os.path.join(path, name)) for name in names) else None
 
 
 def nevra(hdr: Any) -> str:  # an rpm.hdr
@@ -40,14 +43,14 @@ def nevra(hdr: Any) -> str:  # an rpm.hdr
     return f"{hdr['name']}-{evr}{hdr['version']}-{hdr['release']}.{hdr['arch'] or 'noarch'}"
 
 
-def owners(root: Path, units: dict[UnitKey, str]) -> dict[UnitKey, str]:
+def owners(root: Root, units: dict[UnitKey, str]) -> dict[UnitKey, str]:
     """Owning package (NEVRA) of each unit file, looked up in the root's rpmdb."""
     if not units:
         return {}
     return owners_and_cookie(root, units)[0]
 
 
-def owners_and_cookie(root: Path, units: dict[UnitKey, str],
+def owners_and_cookie(root: Root, units: dict[UnitKey, str],
                       ts: Any | None = None) -> tuple[dict[UnitKey, str], str | None]:
     """owners() and cookie() with one opening of the database: begin() needs both.
 
@@ -142,7 +145,7 @@ def _path_variants(path: str) -> Iterable[str]:
         yield "/usr" + path
 
 
-def cookie(root: Path) -> str | None:
+def cookie(root: Root) -> str | None:
     """rpm's database cookie: it changes whenever rpm changes the database."""
     ts = _ts(root)
     try:
@@ -153,7 +156,7 @@ def cookie(root: Path) -> str | None:
         ts.closeDB()
 
 
-def installed_nevras(root: Path) -> set[str]:
+def installed_nevras(root: Root) -> set[str]:
     ts = _ts(root)
     try:
         return {nevra(hdr) for hdr in ts.dbMatch()}
@@ -186,7 +189,7 @@ class InstalledPackage(Record):
         _set(self, "obsoletes", obsoletes)
 
 
-def installed_stamps(root: Path) -> dict[str, int]:
+def installed_stamps(root: Root) -> dict[str, int]:
     """Every installed package: NEVRA -> the ID of the rpm transaction that installed it.
 
     A reinstall keeps the NEVRA and changes the ID, so two of these maps tell installs,
@@ -199,7 +202,7 @@ def installed_stamps(root: Path) -> dict[str, int]:
         ts.closeDB()
 
 
-def installed_packages(root: Path, nevras: Iterable[str]) -> dict[str, InstalledPackage]:
+def installed_packages(root: Root, nevras: Iterable[str]) -> dict[str, InstalledPackage]:
     """The installed packages among `nevras`, with their file lists from the rpmdb headers."""
     import rpm
 

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import executor, journal, render, report, rpmdb, state
-from . import guards as runtime_guards
 from .config import RESTART, Config
 from .executor import Outcome, apply_presets
 from .facts import LiveFacts, PackageChange, TransactionFacts
@@ -115,6 +114,8 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
 
 
 def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
+    from . import guards as runtime_guards  # live hosts only
+
     try:
         placed = runtime_guards.place(root, units, quiet_reload)
     except OSError as exc:  # no guard is better than no transaction: the batch still runs after
@@ -125,6 +126,15 @@ def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...
     if result.returncode != 0:
         report.warn(f"daemon-reload after placing guards failed: {result.stderr.strip()}")
     report.log.info("libvirt-units: guarding %s against stops and restarts while rpm runs", " ".join(placed))
+
+
+def unguard(root: Path, units: tuple[str, ...]) -> list[str]:
+    """guards.remove(), imported only when a transaction placed guards (live hosts)."""
+    if not units:
+        return []
+    from . import guards as runtime_guards
+
+    return runtime_guards.remove(root, units)
 
 
 def plan_after(pending: Pending, done_nevras: set[str] | None) -> tuple[Plan, LiveFacts | None]:
@@ -281,7 +291,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
 
     # First of all, whatever fails later: no unit may stay guarded.
     guards = pending.journal.guards if pending.journal else ()
-    unguarded = runtime_guards.remove(root, guards) if Step.UNGUARD not in done else []
+    unguarded = unguard(root, guards) if Step.UNGUARD not in done else []
     step(Step.UNGUARD, unguarded)
     # The manager forgets a guard only at its next daemon-reload: one is due whenever this
     # transaction placed guards and the live step (which reloads) has not run, even when the
@@ -345,7 +355,7 @@ def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | N
         raise journal.quarantine(root, str(exc)) from exc
     if entry.rpmdb_cookie is not None and rpmdb.cookie(root) == entry.rpmdb_cookie:
         report.warn("discarding the journal of a transaction that never reached rpm")
-        if runtime_guards.remove(root, entry.guards) and is_live(root):
+        if unguard(root, entry.guards) and is_live(root):
             Systemctl(root).daemon_reload()
         journal.clear(root)
         return None

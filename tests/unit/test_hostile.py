@@ -504,7 +504,7 @@ def test_restore_links_warns_about_a_hostile_link_and_restores_the_others(root, 
 # --- the journal ------------------------------------------------------------------------------------
 
 def pending(root: Path) -> Path:
-    return state.state_dir(root) / journal.PENDING
+    return Path(state.state_dir(root), journal.PENDING)
 
 
 def test_a_symlinked_journal_file_is_refused_for_reading_and_writing(tmp_path, caplog):

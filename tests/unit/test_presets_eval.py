@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -17,11 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from libvirt_presets import presets as presets_module
 from libvirt_presets.glibc_fnmatch import glob_match
 from libvirt_presets.presets import (
+    BARE_ENABLE,
     LONG_LINE_MAX,
     NEWEST_KNOWN_SYSTEMD,
     NO_RULE_REASON,
+    PresetDecision,
     PresetRule,
     PresetSet,
     load_presets,
@@ -36,7 +40,7 @@ ETC = "/etc/systemd/system-preset"
 
 def rules_of(text: str, path: str = f"{VENDOR}/50-test.preset", version: int = 252) -> PresetSet:
     rules, problems = parse_preset_text(text, path, systemd_version=version)
-    return PresetSet(tuple(rules), tuple(problems), systemd_version=version)
+    return PresetSet(tuple(rules), tuple(problems), version=version)
 
 
 def write(root: Path, path: str, text: str) -> None:
@@ -389,3 +393,62 @@ def test_glob_match_agrees_with_glibc(pattern: str, name: str) -> None:
 ])
 def test_glob_match_odd_brackets(pattern: str, name: str) -> None:
     assert glob_match(pattern, name) == GLIBC_FNMATCH(pattern, name)
+
+
+# --- fast paths against the straightforward code -------------------------------------------
+
+MATCHER_PIECES = st.sampled_from([*"*?[]!^-.@\\abz", "[:alpha:]", "a.service", "-tls.socket", "virt"])
+MATCHER_NAMES = st.one_of(UNIT_NAMES, st.text(alphabet="[]!^-*?.\\abz@", max_size=10))
+
+
+@settings(max_examples=1000)
+@given(st.lists(MATCHER_PIECES, max_size=6).map("".join), MATCHER_NAMES)
+def test_pattern_matcher_agrees_with_glob_match(pattern: str, name: str) -> None:
+    assert presets_module._matcher(pattern)(name) == glob_match(pattern, name)
+
+
+LINE_TEXT = st.lists(st.sampled_from([*"ab \t#\n\r\0", "enable ", "disable "]), max_size=20).map("".join)
+
+
+@given(LINE_TEXT)
+def test_line_split_agrees_with_read_line(text: str) -> None:
+    """systemd's read_line() as a regular expression (how the parser read every file before)."""
+    line_end = re.compile(r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?")
+    want, pos = [], 0
+    while pos < len(text):
+        m = line_end.match(text, pos)
+        assert m is not None
+        pos = m.end()
+        want.append(m.group(1))
+    assert presets_module._lines(text) == want
+
+
+@given(st.lists(LINES, max_size=8), st.lists(MATCHER_NAMES.filter(presets_module._is_unit_name), min_size=1,
+                                             max_size=4))
+def test_decisions_agree_with_trying_every_rule_with_glob_match(lines: list[str], units: list[str]) -> None:
+    presets = rules_of("\n".join(lines), version=262)
+    for rule in presets.rules:
+        if rule.action == "enable" and rule.pattern:
+            words = re.split(r"[ \t]+", rule.pattern + "".join(" " + i for i in rule.instances))
+            assert [rule.pattern, *rule.instances] == words
+    for unit in units:
+        want = PresetDecision(unit, "enable", None)
+        for rule in presets.rules:
+            if rule.action == "enable" and not rule.pattern:
+                want = PresetDecision(unit, "ignore", rule, problem=f"{rule}: {BARE_ENABLE}")
+                break
+            instances = presets_module._instances_matched(rule, unit)
+            if instances is not None or glob_match(rule.pattern, unit):
+                want = PresetDecision(unit, rule.action, rule, (instances or ()) if rule.action == "enable" else ())
+                break
+        assert presets.decide(unit) == want
+
+
+def test_version_is_read_only_when_a_rule_depends_on_it(tmp_path: Path) -> None:
+    fake_systemctl(tmp_path, b"libsystemd-shared-253.so")
+    write(tmp_path, f"{VENDOR}/50-x.preset", "disable a.service\n")
+    os.symlink("usr/lib", tmp_path / "lib")
+    presets = load_presets(tmp_path, SYSTEM)
+    assert presets.version.known is None and presets.systemd_version == 253  # read when asked
+    write(tmp_path, f"{VENDOR}/60-y.preset", "ignore b.service\n")
+    assert load_presets(tmp_path, SYSTEM).version.known == 253

@@ -277,7 +277,7 @@ def test_journal_decode_of_a_record_with_one_field_replaced_returns_or_raises_jo
 def test_journal_load_of_arbitrary_bytes_raises_only_its_error_and_moves_bad_ones_aside(tmp_path: Path,
                                                                                           data: bytes):
     root = tmp_path / "r"
-    path = state.state_dir(root) / journal.PENDING
+    path = Path(state.state_dir(root), journal.PENDING)
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in path.parent.iterdir():
         old.unlink()
