@@ -24,12 +24,12 @@ from libvirt_presets import gate
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import ArgumentParser
-    from pathlib import Path
     from typing import Any, Callable
 
     from libvirt_presets import facts
     from libvirt_presets.config import Config
     from libvirt_presets.headers import HeaderReader
+    from libvirt_presets.host import Root
     from libvirt_presets.session import Pending
 
     Item = tuple[int, str, str, Any]  # transaction_items(): dnf's action, name, NEVRA, package
@@ -133,10 +133,8 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
             return "rpm's transaction set and dnf's differ"
         return gate.concerns(packages, triggers)
 
-    def _root(self) -> Path:
-        from pathlib import Path
-
-        return Path(self.base.conf.installroot or "/")
+    def _root(self) -> str:
+        return str(self.base.conf.installroot or "/")
 
     def _read_config(self) -> Config:
         """Our configuration, read once; each bad line said once, as a warning."""
@@ -177,7 +175,7 @@ class LibvirtUnits(dnf.Plugin):  # type: ignore[misc]  # dnf has no type stubs: 
             root, self._pending = self._pending.root, None
             self._guarded(lambda: self._resume(root))
 
-    def _resume(self, root: Path, live_actions: bool = True) -> None:
+    def _resume(self, root: Root, live_actions: bool = True) -> None:
         """Complete an earlier transaction's journal: the core's transaction code is loaded
         when a journal (or a transaction) needs it."""
         from libvirt_presets import session
@@ -249,7 +247,7 @@ def transaction_items(transaction: Any) -> list[Item]:  # a dnf.Base.transaction
     return items
 
 
-def transaction_changes(items: list[Item], root: Path, from_headers: bool,
+def transaction_changes(items: list[Item], root: str, from_headers: bool,
                         known: dict[str, frozenset[str]] | None = None) -> list[facts.PackageChange]:
     """Package changes of a dnf transaction. Incoming file lists come from rpm (`known`, by
     NEVRA) or the downloaded headers: dnf >= 4.19 loads no filelists metadata by default; a
@@ -344,13 +342,11 @@ class LibvirtUnitsCommand(dnf.cli.Command):  # type: ignore[misc]  # dnf has no 
 
     def run(self) -> None:
         # loaded for this command only: the hooks of every other dnf run do without them
-        from pathlib import Path
-
         from libvirt_presets import commands, host, render, session, state
         from libvirt_presets.journal import JournalError
 
         opts = self.opts
-        root = Path(self.base.conf.installroot or "/")
+        root = str(self.base.conf.installroot or "/")
         config = load_config(self.base.conf)
         sub = opts.subcommand
         if sub != "check":  # check lists them itself
@@ -382,7 +378,7 @@ class LibvirtUnitsCommand(dnf.cli.Command):  # type: ignore[misc]  # dnf has no 
         else:
             raise dnf.cli.CliError(MSG_USAGE)
 
-    def _dry_run(self, root: Path, config: Config, sub: str, packages: list[str]) -> None:
+    def _dry_run(self, root: str, config: Config, sub: str, packages: list[str]) -> None:
         from libvirt_presets import commands, host, render
 
         base = self.base

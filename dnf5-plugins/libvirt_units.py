@@ -19,11 +19,11 @@ from libvirt_presets import gate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pathlib import Path
     from typing import Any, Callable
 
     from libvirt_presets import facts
     from libvirt_presets.config import Config
+    from libvirt_presets.host import Root
     from libvirt_presets.session import Pending
 
 logger = logging.getLogger(gate.LOGGER_NAME)
@@ -141,10 +141,8 @@ class Plugin(libdnf5.plugin.IPlugin2_1):  # type: ignore[misc]  # libdnf5 has no
 
     # -- the work -----------------------------------------------------------------------------
 
-    def _root(self) -> Path:
-        from pathlib import Path
-
-        return Path(self._root_str())
+    def _root(self) -> str:
+        return self._root_str()
 
     def _root_str(self) -> str:
         return str(self.get_base().get_config().get_installroot_option().get_value() or "/")
@@ -227,7 +225,7 @@ class Plugin(libdnf5.plugin.IPlugin2_1):  # type: ignore[misc]  # libdnf5 has no
             root, self._pending = self._pending.root, None
             self._guarded(lambda: self._resume(root))
 
-    def _resume(self, root: Path, live_actions: bool = True) -> None:
+    def _resume(self, root: Root, live_actions: bool = True) -> None:
         """Complete an earlier transaction's journal: the core's transaction code is loaded
         when a journal (or a transaction) needs it."""
         from libvirt_presets import session

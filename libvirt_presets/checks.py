@@ -7,12 +7,15 @@ listening on /run/libvirt/libvirt-sock; systemd starts one and the other fails, 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .records import Record
 from .snapshot import Snapshot, link_scope, read_unit_settings
 from .units import ENABLEMENT_DIRS, UnitKey, is_valid_unit_name, parse_boolean
 from .words import ProblemKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .host import Root
 
 _set = object.__setattr__
 
@@ -46,7 +49,7 @@ def enabled_units(snapshot: Snapshot) -> set[UnitKey]:
     return enabled
 
 
-def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list[Problem]:
+def find_problems(root: Root, snapshot: Snapshot, managed: set[UnitKey]) -> list[Problem]:
     problems: list[Problem] = []
     enabled = enabled_units(snapshot)
     listeners: dict[tuple[str, str], list[str]] = {}
@@ -58,8 +61,8 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
         service = (settings.get("Service") or [unit.name[: -len(".socket")] + ".service"])[-1]
         if not parse_boolean(settings.get("Accept", ["no"])[-1]):
             svc = UnitKey(unit.scope, service)
-            etc = root / ENABLEMENT_DIRS[unit.scope] / service
-            if svc not in snapshot.units and not etc.exists():
+            etc = os.path.join(root, ENABLEMENT_DIRS[unit.scope], service)
+            if svc not in snapshot.units and not os.path.exists(etc):
                 problems.append(Problem(ProblemKind.MISSING_SERVICE, (unit.name,),
                                         f"{unit.name} is enabled but its service {service} is not installed"))
     for (_, address), units in sorted(listeners.items()):
@@ -74,8 +77,8 @@ def find_problems(root: Path, snapshot: Snapshot, managed: set[UnitKey]) -> list
         scope = link_scope(link)
         if scope is None or UnitKey(scope, unit_name) not in managed or target == "/dev/null":
             continue
-        base = root if os.path.isabs(target) else root / os.path.dirname(link)
-        resolved = base / target.lstrip("/")
+        base = root if os.path.isabs(target) else os.path.join(root, os.path.dirname(link))
+        resolved = os.path.join(base, target.lstrip("/"))
         if not os.path.exists(resolved):
             problems.append(Problem(ProblemKind.DANGLING_LINK, (unit_name,),
                                     f"/{link} points to {target}, which does not exist"))

@@ -7,7 +7,6 @@ these functions read the root and return data for render.py. None of them change
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from . import rpmdb, state
 from .checks import Problem, find_problems
@@ -25,12 +24,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterable
 
+    from .host import Root
 
-def preset_sets(root: Path) -> dict[str, PresetSet]:
+
+def preset_sets(root: Root) -> dict[str, PresetSet]:
     return {scope: load_presets(root, scope) for scope in (SYSTEM, USER)}
 
 
-def dry_run(root: Path, config: Config, changes: Iterable[PackageChange], live: bool) -> Plan:
+def dry_run(root: Root, config: Config, changes: Iterable[PackageChange], live: bool) -> Plan:
     """The plan of a transaction that has not run: the same planning function as the real run,
     with the host as it is now standing for the host after rpm (what the guards keep it at)."""
     before = take_snapshot(root)
@@ -42,7 +43,7 @@ def dry_run(root: Path, config: Config, changes: Iterable[PackageChange], live: 
     return plan_transaction(before, after, facts, config, preset_sets(root), now)
 
 
-def enablement(root: Path, units: Iterable[UnitKey]) -> dict[str, str]:
+def enablement(root: Root, units: Iterable[UnitKey]) -> dict[str, str]:
     """`systemctl is-enabled` for many units in one call per scope (one line per unit)."""
     out: dict[str, str] = {}
     systemctl = Systemctl(root)
@@ -55,7 +56,7 @@ def enablement(root: Path, units: Iterable[UnitKey]) -> dict[str, str]:
     return out
 
 
-def status(root: Path, config: Config, live: bool) -> list[UnitStatus]:
+def status(root: Root, config: Config, live: bool) -> list[UnitStatus]:
     snap = take_snapshot(root)
     managed = {u: p for u, p in snap.units.items() if u in config.scope}
     owners = rpmdb.owners(root, managed)
@@ -74,7 +75,7 @@ def status(root: Path, config: Config, live: bool) -> list[UnitStatus]:
     return result
 
 
-def pending_problem(root: Path, resume: str) -> Problem | None:
+def pending_problem(root: Root, resume: str) -> Problem | None:
     """An unfinished transaction (a dnf killed between rpm and our step): `resume` is the
     command that completes it, as the front end spells it."""
     path = os.path.join(state.state_dir(root), state.PENDING)
@@ -83,7 +84,7 @@ def pending_problem(root: Path, resume: str) -> Problem | None:
     return Problem(ProblemKind.PENDING, (), f"{path}: unfinished transaction; run '{resume}'")
 
 
-def check(root: Path, config: Config, resume: str = "dnf libvirt-units resume") -> list[Problem]:
+def check(root: Root, config: Config, resume: str = "dnf libvirt-units resume") -> list[Problem]:
     """Problems of the host, then of the configuration (every bad line), then an unfinished
     transaction: each one a reason for exit status 1."""
     snap = take_snapshot(root)

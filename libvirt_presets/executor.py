@@ -11,7 +11,6 @@ import logging
 import os
 import stat
 import subprocess
-from pathlib import Path
 
 from . import report
 from .planner import LinkRestore, Plan
@@ -23,6 +22,8 @@ from .words import Action
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Mapping, Sequence
+
+    from .host import Root
 
 
 class Outcome:
@@ -89,14 +90,14 @@ def apply_presets(plan: Plan, systemctl: Systemctl, outcome: Outcome, reload: bo
 
 
 
-def _inside(top: Path, path: Path) -> bool:
+def _inside(top: Root, path: str) -> bool:
     """Whether `path` is `top` or below it, both with every symlink resolved on this host."""
     real_top = os.path.realpath(top)
     real = os.path.realpath(path)
     return real == real_top or real.startswith(real_top.rstrip("/") + "/")
 
 
-def apply_link(root: Path, restore: LinkRestore) -> None:
+def apply_link(root: Root, restore: LinkRestore) -> None:
     """Set or remove one enablement symlink, atomically, without leaving the root.
 
     The link must be a plain relative path below etc/systemd/{system,user}. Its directory is
@@ -118,38 +119,41 @@ def apply_link(root: Path, restore: LinkRestore) -> None:
     # snapshot records it as a link and never enters it, so a link written there would be seen
     # under another name and the next restore would undo it.
     if parent != top + link[len(enablement) + 1:].split("/")[:-1]:
-        top_path, parent_path = Path(in_root.path(top)), Path(in_root.path(parent))
+        top_path, parent_path = in_root.path(top), in_root.path(parent)
+        shown = os.path.join(root, os.path.dirname(link))
         if not (_inside(root, top_path) and _inside(top_path, parent_path)):  # which refusal it is
-            raise OSError(f"{root / os.path.dirname(link)} resolves outside {root / enablement}")
-        raise OSError(f"{root / os.path.dirname(link)} is a symlink to another directory; not written through")
+            raise OSError(f"{shown} resolves outside {os.path.join(root, enablement)}")
+        raise OSError(f"{shown} is a symlink to another directory; not written through")
     # (Resolved so, the directory is inside the enablement directory and the root, as realpath()
     # sees it too: every part of it below the root is a real directory or not there yet.)
-    path = Path(in_root.path(parent)) / os.path.basename(link)
-    if os.path.lexists(path) and not path.is_symlink():
+    directory = in_root.path(parent)
+    name = os.path.basename(link)
+    path = os.path.join(directory, name)
+    if os.path.lexists(path) and not os.path.islink(path):
         raise OSError(f"{path} is not a symlink; left alone")
     if target is None:
-        if path.is_symlink():
-            path.unlink()
+        if os.path.islink(path):
+            os.unlink(path)
         return
     if parent_mode < 0 or not stat.S_ISDIR(parent_mode):  # mkdir only when needed: exist_ok costs an exception
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".#{path.name}.libvirt-units")
-    if tmp.is_symlink():
-        tmp.unlink()
+        os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".#{name}.libvirt-units")
+    if os.path.islink(tmp):
+        os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, path)
 
 
-def restore_links(root: Path, plan: Plan, restores: Sequence[LinkRestore], outcome: Outcome) -> int:
+def restore_links(root: Root, plan: Plan, restores: Sequence[LinkRestore], outcome: Outcome) -> int:
     """Put back the links of the units that keep their enablement; returns how many links it
     changed (a link that cannot be set is warned about once, then left alone)."""
     before = len(outcome.restored)
     packages = _packages_after(plan)
-    at_slash = root == Path("/")
+    at_slash = os.path.normpath(root) == "/"
     for restore in restores:
         if restore.link in outcome.unrestorable:
             continue  # warned about once already
-        shown = f"/{restore.link}" if at_slash else str(root / restore.link)  # as systemctl says it
+        shown = f"/{restore.link}" if at_slash else os.path.join(root, restore.link)  # as systemctl says it
         shown = shown if shown.isprintable() else ascii(shown)  # one log line
         what = f"created symlink {shown} \u2192 {restore.target}" if restore.target else f'removed "{shown}"'
         what = what if what.isprintable() else ascii(what)

@@ -17,8 +17,9 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from os import PathLike
     from typing import Collection, Iterable
+
+    from .host import Root
 
 RUNTIME_DIR = "run/systemd/system"
 GUARD_FILE = "50-libvirt-units-guard.conf"
@@ -37,7 +38,7 @@ ExecReload=/bin/true
 """
 
 
-def guard_path(root: str | PathLike[str], unit: str) -> str:
+def guard_path(root: Root, unit: str) -> str:
     return os.path.join(root, RUNTIME_DIR, f"{unit}.d", GUARD_FILE)
 
 
@@ -45,7 +46,7 @@ def guard_text(unit: str, quiet_reload: bool) -> str:
     return GUARD_TEXT + (QUIET_RELOAD_TEXT if quiet_reload and unit.endswith(".service") else "")
 
 
-def place(root: str | PathLike[str], units: Iterable[str], quiet_reload: Collection[str] = ()) -> list[str]:
+def place(root: Root, units: Iterable[str], quiet_reload: Collection[str] = ()) -> list[str]:
     placed = []
     for unit in units:
         path = guard_path(root, unit)
@@ -61,7 +62,7 @@ def place(root: str | PathLike[str], units: Iterable[str], quiet_reload: Collect
     return placed
 
 
-def remove(root: str | PathLike[str], units: Iterable[str]) -> list[str]:
+def remove(root: Root, units: Iterable[str]) -> list[str]:
     removed = []
     for unit in units:
         path = guard_path(root, unit)

@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-    from .state import Root
+    from .host import Root
 
 PENDING = state.PENDING
 _set = object.__setattr__

@@ -33,7 +33,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from . import guards, report
 from .config import CONFIG_PATH, NEVER, RELOAD, RESTART, Config, config_paths, load_config
@@ -49,12 +48,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Collection, Mapping, Sequence
 
+    from .host import Root
+
 _set = object.__setattr__
 
 NEEDS_RESTART = "needs-restart"
 NEEDS_RELOAD = "needs-reload"
-CONFIG_DIR = Path(CONFIG_PATH).parent
-CONFIG_NAME = Path(CONFIG_PATH).name
+CONFIG_DIR = os.path.dirname(CONFIG_PATH)
+CONFIG_NAME = os.path.basename(CONFIG_PATH)
 
 
 class UnitMarks(Record):
@@ -130,18 +131,24 @@ class MarkerSystemctl(Systemctl):
 TRIGGER_STAMP = "run/libvirt-units/markers-trigger-ran"
 
 
-def trigger_ran(root: Path) -> bool:
-    return (root / TRIGGER_STAMP).exists()
+def trigger_ran(root: Root) -> bool:
+    return os.path.exists(os.path.join(root, TRIGGER_STAMP))
 
 
-def forget_trigger(root: Path) -> None:
-    (root / TRIGGER_STAMP).unlink(missing_ok=True)
-
-
-def _stamp(root: Path) -> None:
+def forget_trigger(root: Root) -> None:
     try:
-        (root / TRIGGER_STAMP).parent.mkdir(parents=True, exist_ok=True)
-        (root / TRIGGER_STAMP).touch()
+        os.unlink(os.path.join(root, TRIGGER_STAMP))
+    except FileNotFoundError:
+        pass
+
+
+def _stamp(root: Root) -> None:
+    stamp = os.path.join(root, TRIGGER_STAMP)
+    try:
+        os.makedirs(os.path.dirname(stamp), exist_ok=True)
+        with open(stamp, "a"):
+            pass
+        os.utime(stamp)  # as touch(1): a stamp left from before counts as new
     except OSError:
         pass  # the plugin then reads the marks itself: one `systemctl show`
 
@@ -152,7 +159,7 @@ def marked(systemctl: MarkerSystemctl, units: Sequence[str]) -> tuple[str, ...]:
                         if u in units and m.markers & {NEEDS_RESTART, NEEDS_RELOAD}))
 
 
-def candidate_units(root: Path, config: Config) -> dict[str, str]:
+def candidate_units(root: Root, config: Config) -> dict[str, str]:
     """Managed system services whose policy is not restart: name -> unit file (for rpm)."""
     return {
         key.name: path for key, path in sorted(take_snapshot(root).units.items())
@@ -161,7 +168,7 @@ def candidate_units(root: Path, config: Config) -> dict[str, str]:
     }
 
 
-def _owners(root: Path, units: Mapping[str, str]) -> dict[str, str]:
+def _owners(root: Root, units: Mapping[str, str]) -> dict[str, str]:
     """unit -> the package that now ships it, for the journal's TRIGGER_PACKAGE."""
     try:
         from . import rpmdb
@@ -171,7 +178,7 @@ def _owners(root: Path, units: Mapping[str, str]) -> dict[str, str]:
         return {}
 
 
-def convert_restart_markers(config: Config, root: Path = Path("/"),
+def convert_restart_markers(config: Config, root: Root = "/",
                             systemctl: MarkerSystemctl | None = None, live: bool | None = None) -> list[str]:
     """Unmark the reload/never-policy services a scriptlet marked; reload those nobody else will.
 
@@ -220,11 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python3 -m libvirt_presets.markers",
         description="Before systemd's `reload-or-restart --marked`: unmark the services whose "
                     "libvirt-units policy is reload or never, and reload the reload ones.")
-    parser.add_argument("--conf-dir", type=Path, default=CONFIG_DIR,
+    parser.add_argument("--conf-dir", default=CONFIG_DIR,
                         help=f"directory of {CONFIG_NAME} and {DROPIN_DIR}/ (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    config = load_config(config_paths(args.conf_dir / CONFIG_NAME))
+    config = load_config(config_paths(os.path.join(args.conf_dir, CONFIG_NAME)))
     for problem in config.problems:
         report.warn(problem)
     try:

@@ -32,7 +32,6 @@ import functools
 import os
 import re
 import stat
-from pathlib import Path
 
 from .records import Record
 from .snapshot import resolve_in_root
@@ -42,6 +41,8 @@ from .units import SYSTEM, UNIT_TYPES, USER
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
+
+    from .host import Root
 
 _set = object.__setattr__
 
@@ -159,10 +160,10 @@ class SystemdVersion(Record):
     """
 
     __slots__ = ("root", "known")
-    root: Path | None
+    root: Root | None
     known: int | None
 
-    def __init__(self, root: Path | None, known: int | None = None) -> None:
+    def __init__(self, root: Root | None, known: int | None = None) -> None:
         _set(self, "root", root)
         _set(self, "known", known)
 
@@ -243,7 +244,7 @@ def parse_preset_text(text: str, path: str, *,
     return rules, problems
 
 
-def load_presets(root: Path, scope: str, *, split_usr: bool | None = None,
+def load_presets(root: Root, scope: str, *, split_usr: bool | None = None,
                  systemd_version: int | None = None) -> PresetSet:
     """The preset rules systemd reads for `scope` ("system" or "user") in `root`.
 
@@ -292,7 +293,7 @@ def load_presets(root: Path, scope: str, *, split_usr: bool | None = None,
     return PresetSet(tuple(rules), tuple(problems), fatal, SystemdVersion(root, known[0] if known else None))
 
 
-def systemd_version_of_root(root: Path) -> int:
+def systemd_version_of_root(root: Root) -> int:
     """The systemd version whose preset rules apply to `root`.
 
     That of the root's own /usr/bin/systemctl (for `/`: the host's); for a root without one
@@ -431,14 +432,14 @@ def _byte_length(text: str) -> int:
 # --- files ---------------------------------------------------------------------------------
 
 
-def _preset_files(root: Path, dirs: tuple[str, ...]) -> list[tuple[str, str | None]]:
+def _preset_files(root: Root, dirs: tuple[str, ...]) -> list[tuple[str, str | None]]:
     """Every preset file that counts, in the order systemd reads them: its path inside the
     root, and where it is on this host if it is a plain file (neither a link nor anything
     else: then `_read_preset_file` need not resolve it again)."""
     chosen: dict[str, tuple[str, str | None]] = {}
     for directory in dirs:
         try:
-            real_dir = str(resolve_in_root(root, directory))
+            real_dir = resolve_in_root(root, directory)
             entries = list(os.scandir(real_dir))
         except OSError:
             continue  # systemd skips a missing or unreadable directory too
@@ -459,7 +460,7 @@ def _is_plain(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _read_preset_file(root: Path, path: str, plain: str | None = None) -> str:
+def _read_preset_file(root: Root, path: str, plain: str | None = None) -> str:
     """The file's text; "" for one that reads as empty or is gone; OSError where systemd fails.
 
     `plain`: the file, known to be a regular file and no link (from its directory entry)."""
@@ -480,7 +481,8 @@ def _read_preset_file(root: Path, path: str, plain: str | None = None) -> str:
         return ""  # /dev/null
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "not a regular file")
-    return real.read_bytes().decode("utf-8", "surrogateescape")
+    with open(real, "rb") as file:
+        return file.read().decode("utf-8", "surrogateescape")
 
 
 # --- unit names ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable
 
-    from .state import Root
+    from .host import Root
 
 _set = object.__setattr__
 

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from . import executor, journal, render, report, rpmdb, state
 from .config import RESTART, Config
@@ -37,6 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Collection, Iterable, Iterator
 
+    from .host import Root
     from .presets import PresetSet
 
 CHECKPOINT_ENV = "LIBVIRT_UNITS_TEST_CHECKPOINT"
@@ -61,7 +61,7 @@ class Pending:
 
     __slots__ = ("root", "config", "live", "before", "facts", "invocations_before", "journal", "watcher")
 
-    def __init__(self, root: Path, config: Config, live: bool, before: Snapshot, facts: TransactionFacts,
+    def __init__(self, root: Root, config: Config, live: bool, before: Snapshot, facts: TransactionFacts,
                  invocations_before: dict[str, str], journal: journal.Journal | None = None,
                  watcher: subprocess.Popen[bytes] | None = None) -> None:
         self.root = root
@@ -81,7 +81,7 @@ def _managed(snapshot: Snapshot, config: Config) -> list[UnitKey]:
     return [u for u in snapshot.present if u in config.scope]
 
 
-def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bool,
+def begin(root: Root, config: Config, changes: Iterable[PackageChange], live: bool,
           rpm_ts: Any | None = None) -> Pending:
     """`rpm_ts`: dnf's transaction set, read for the owners and the cookie (rpmdb.owners_and_cookie)."""
     checkpoint("snapshot")
@@ -113,7 +113,7 @@ def begin(root: Path, config: Config, changes: Iterable[PackageChange], live: bo
     return Pending(root, config, live, before, facts, invocations, entry, watcher)
 
 
-def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
+def guard_units(root: Root, units: tuple[str, ...], quiet_reload: tuple[str, ...]) -> None:
     from . import guards as runtime_guards  # live hosts only
 
     try:
@@ -128,7 +128,7 @@ def guard_units(root: Path, units: tuple[str, ...], quiet_reload: tuple[str, ...
     report.log.info("libvirt-units: guarding %s against stops and restarts while rpm runs", " ".join(placed))
 
 
-def unguard(root: Path, units: tuple[str, ...]) -> list[str]:
+def unguard(root: Root, units: tuple[str, ...]) -> list[str]:
     """guards.remove(), imported only when a transaction placed guards (live hosts)."""
     if not units:
         return []
@@ -161,7 +161,7 @@ class PresetFiles(Mapping[str, "PresetSet"]):
     """scope -> the preset files of that scope, read when the planner first asks (for a new unit
     of that scope): most transactions bring no new unit, and none of the user scope."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Root) -> None:
         self._root = root
         self._read: dict[str, PresetSet] = {}
 
@@ -181,7 +181,7 @@ class PresetFiles(Mapping[str, "PresetSet"]):
         return 2
 
 
-def still_marked(root: Path, config: Config, guarded: tuple[str, ...]) -> tuple[str, ...]:
+def still_marked(root: Root, config: Config, guarded: tuple[str, ...]) -> tuple[str, ...]:
     """Guarded reload- and never-policy services that still carry a restart mark: read (one
     `systemctl show`) only when our rpm trigger, which takes those marks off, did not run."""
     services = [s for s in guarded if s.endswith(".service") and config.policy(s) != RESTART]
@@ -221,7 +221,7 @@ def record_outcome(pending: Pending, plan: Plan, outcome: Outcome, history_id: i
     return data
 
 
-def restore_links(root: Path, plan: Plan, outcome: Outcome) -> int:
+def restore_links(root: Root, plan: Plan, outcome: Outcome) -> int:
     """Compare the links of the units that keep their enablement with how they are now and put
     them back (planner's link_restores on a fresh scan); returns how many links changed."""
     if not plan.keep:
@@ -338,7 +338,7 @@ def finish(pending: Pending, done_nevras: set[str] | None = None,
     return outcome
 
 
-def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | None:
+def resume(root: Root, config: Config, live_actions: bool = True) -> Outcome | None:
     """Finish the transaction an earlier, killed dnf left in the journal (idempotent); without
     `live_actions`, only its on-disk part (see finish()). None when there is no journal;
     JournalError (after moving it aside) when it is unusable.
@@ -371,7 +371,7 @@ def resume(root: Path, config: Config, live_actions: bool = True) -> Outcome | N
 
 # -- transactions nobody describes to us: plain rpm, dnf5's actions plugin ---------------------
 
-def begin_observed(root: Path, config: Config) -> Pending:
+def begin_observed(root: Root, config: Config) -> Pending:
     """`begin()` without a package list: the installed packages are recorded as well, so that
     `finish_observed()` can read the transaction back from the rpmdb."""
     installed = rpmdb.installed_stamps(root)
@@ -382,7 +382,7 @@ def begin_observed(root: Path, config: Config) -> Pending:
     return pending
 
 
-def finish_observed(root: Path, config: Config, data: dict[str, Any], live_actions: bool = True) -> Outcome | None:
+def finish_observed(root: Root, config: Config, data: dict[str, Any], live_actions: bool = True) -> Outcome | None:
     """Finish a `begin_observed()` journal (`data`, as journal.load() read it): the package
     changes are the difference between the rpmdb then and now. Raises JournalError (the
     journal moved aside) when it is unusable."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 
 from .facts import LiveFacts, ServiceState
 from .records import Record
@@ -32,6 +31,8 @@ from .units import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterable
+
+    from .host import Root
 
 _set = object.__setattr__
 
@@ -64,13 +65,14 @@ class Snapshot(Record):
 SYMLINK_HOPS_MAX = 32  # systemd's CHASE_SYMLINKS_MAX
 
 
-def resolve_in_root(root: Path, rel: str) -> Path:
+def resolve_in_root(root: Root, rel: str) -> str:
     """`root/rel` with its symlinks followed as if `root` were `/`: the result never leaves it.
 
     Absolute link targets start again at the root, `..` stops at it; parts that do not exist
     are kept as they are. OSError (ELOOP) for a symlink loop.
     """
-    return root.joinpath(*InRoot(root).resolve(rel)[0])
+    in_root = InRoot(root)
+    return in_root.path(in_root.resolve(rel)[0])
 
 
 # InRoot.resolve()'s word on the resolved path when lstat() gave no mode for it
@@ -85,15 +87,15 @@ class InRoot:
 
     __slots__ = ("root", "prefix", "modes")
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        top = str(root)
+    def __init__(self, root: Root) -> None:
+        top = os.fspath(root)
+        self.root = top
         self.prefix = top if top.endswith("/") else top + "/"
         self.modes: dict[str, int] = {}  # path -> what lstat() said: st_mode, MISSING or UNKNOWN
 
     def path(self, parts: list[str]) -> str:
-        """str(root.joinpath(*parts))"""
-        return self.prefix + "/".join(parts) if parts else str(self.root)
+        """os.path.join(root, *parts)"""
+        return self.prefix + "/".join(parts) if parts else self.root
 
     def lstat_mode(self, path: str) -> int:
         mode = self.modes.get(path)
@@ -141,7 +143,7 @@ class InRoot:
                 continue
             hops += 1
             if hops > SYMLINK_HOPS_MAX:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(self.root / rel))
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.path.join(self.root, rel))
             target = os.readlink(here)
             if target.startswith("/"):
                 done = []
@@ -164,10 +166,10 @@ def _directory(in_root: InRoot, rel: str, what: str, items: str, problems: list[
     except FileNotFoundError:
         return None
     except OSError as exc:
-        problems.append(f"{in_root.root / rel}: cannot read {what} directory: {exc.strerror or exc}")
+        problems.append(f"{os.path.join(in_root.root, rel)}: cannot read {what} directory: {exc.strerror or exc}")
         return None
     if not stat.S_ISDIR(mode):
-        problems.append(f"{in_root.root / rel}: not a directory; no {items} in it is read")
+        problems.append(f"{os.path.join(in_root.root, rel)}: not a directory; no {items} in it is read")
         return None
     return path
 
@@ -192,7 +194,7 @@ def _scan_units(in_root: InRoot, problems: list[str]) -> dict[UnitKey, str]:
                             continue
                         units.setdefault(UnitKey(scope, entry.name), f"{rel}/{entry.name}")
             except OSError as exc:
-                problems.append(f"{root / rel}: cannot read unit directory: {exc.strerror or exc}")
+                problems.append(f"{os.path.join(root, rel)}: cannot read unit directory: {exc.strerror or exc}")
     return units
 
 
@@ -220,7 +222,7 @@ def _scan_admin_units(in_root: InRoot, problems: list[str]) -> dict[UnitKey, str
                                 continue
                         units.setdefault(UnitKey(scope, entry.name), f"{rel}/{entry.name}")
             except OSError as exc:
-                said.append(f"{root / rel}: cannot read unit directory: {exc.strerror or exc}")
+                said.append(f"{os.path.join(root, rel)}: cannot read unit directory: {exc.strerror or exc}")
     return units
 
 
@@ -254,7 +256,7 @@ def _scan_links(in_root: InRoot, problems: list[str]) -> dict[str, str]:
     return links
 
 
-def take_snapshot(root: Path) -> Snapshot:
+def take_snapshot(root: Root) -> Snapshot:
     problems: list[str] = []
     in_root = InRoot(root)
     units = _scan_units(in_root, problems)
@@ -266,12 +268,12 @@ def take_snapshot(root: Path) -> Snapshot:
 RUNTIME_UNITS_DIR = "run/systemd/units"
 
 
-def scan_links(root: Path) -> dict[str, str]:
+def scan_links(root: Root) -> dict[str, str]:
     """Only the enablement links: what a restore compares against, without rescanning units."""
     return _scan_links(InRoot(root), [])
 
 
-def read_invocations(root: Path) -> dict[str, str]:
+def read_invocations(root: Root) -> dict[str, str]:
     """Invocation ID of every active unit, from the links the manager keeps for journald.
 
     A unit has such a link exactly while it is active, and a new ID after every (re)start:
@@ -279,7 +281,7 @@ def read_invocations(root: Path) -> dict[str, str]:
     """
     found: dict[str, str] = {}
     try:
-        with os.scandir(root / RUNTIME_UNITS_DIR) as it:
+        with os.scandir(os.path.join(root, RUNTIME_UNITS_DIR)) as it:
             for entry in it:
                 if entry.name.startswith("invocation:") and entry.is_symlink():
                     try:
@@ -294,7 +296,7 @@ def read_invocations(root: Path) -> dict[str, str]:
 UNIT_FILE_MAX = 1024 * 1024
 
 
-def _read_unit_text(root: Path, path: Path) -> str:
+def _read_unit_text(root: Root, path: str) -> str:
     """A unit file or drop-in as systemd reads it in the root: symlinks followed inside the
     root only, regular files only (a FIFO would hang us, /dev/zero never ends; /dev/null is
     empty), at most 1 MiB. OSError if it cannot be read."""
@@ -306,23 +308,26 @@ def _read_unit_text(root: Path, path: Path) -> str:
         return handle.read(UNIT_FILE_MAX).decode("utf-8", "replace")
 
 
-def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[str, list[str]]:
+def read_unit_settings(root: Root, snapshot: Snapshot, unit: UnitKey) -> dict[str, list[str]]:
     """`Key=value` settings of a unit: vendor file (or an /etc override) plus drop-ins.
 
     An empty assignment resets a list setting, as systemd does.
     """
     paths = []
-    etc = root / ENABLEMENT_DIRS[unit.scope] / unit.name
-    if etc.is_file() and not etc.is_symlink():
+    etc = os.path.join(root, ENABLEMENT_DIRS[unit.scope], unit.name)
+    if os.path.isfile(etc) and not os.path.islink(etc):
         paths.append(etc)
     elif unit in snapshot.units:
-        paths.append(root / snapshot.units[unit])
-    vendor_dir = (root / snapshot.units[unit]).parent if unit in snapshot.units else None
-    runtime = root / "run/systemd" / unit.scope  # runtime drop-ins (an admin's, never our guards here)
-    for base in filter(None, (vendor_dir, runtime, root / ENABLEMENT_DIRS[unit.scope])):
-        dropins = base / f"{unit.name}.d"
-        if dropins.is_dir():
-            paths += sorted(dropins.glob("*.conf"))
+        paths.append(os.path.join(root, snapshot.units[unit]))
+    vendor_dir = os.path.dirname(os.path.join(root, snapshot.units[unit])) if unit in snapshot.units else None
+    runtime = os.path.join(root, "run/systemd", unit.scope)  # runtime drop-ins (an admin's, never our guards)
+    for base in filter(None, (vendor_dir, runtime, os.path.join(root, ENABLEMENT_DIRS[unit.scope]))):
+        dropins = os.path.join(base, f"{unit.name}.d")
+        try:
+            names = sorted(os.listdir(dropins))
+        except OSError:  # none, or unreadable: no drop-in read from there
+            continue
+        paths += [os.path.join(dropins, n) for n in names if n.endswith(".conf")]
     settings: dict[str, list[str]] = {}
     for path in paths:
         try:
@@ -341,7 +346,7 @@ def read_unit_settings(root: Path, snapshot: Snapshot, unit: UnitKey) -> dict[st
     return settings
 
 
-def read_service_states(root: Path, services: list[str]) -> dict[str, ServiceState]:
+def read_service_states(root: Root, services: list[str]) -> dict[str, ServiceState]:
     """The manager state the restart decision needs, read without spawning a process.
 
     Active and invocation ID from /run/systemd/units (the manager keeps an invocation link for
@@ -366,7 +371,7 @@ def read_service_states(root: Path, services: list[str]) -> dict[str, ServiceSta
     return states
 
 
-def read_live_facts(root: Path, snapshot: Snapshot, managed: Iterable[UnitKey], active_before: dict[str, str],
+def read_live_facts(root: Root, snapshot: Snapshot, managed: Iterable[UnitKey], active_before: dict[str, str],
                     guarded: tuple[str, ...] | None) -> LiveFacts:
     """The live facts of the managed system units of `snapshot`: the services' states now and,
     while the guards are still to choose (`guarded` None), which service each socket, path and
@@ -377,7 +382,7 @@ def read_live_facts(root: Path, snapshot: Snapshot, managed: Iterable[UnitKey], 
     return LiveFacts(active_before, read_service_states(root, services), triggers, guarded)
 
 
-def read_triggers(root: Path, snapshot: Snapshot, units: Iterable[UnitKey]) -> dict[str, str]:
+def read_triggers(root: Root, snapshot: Snapshot, units: Iterable[UnitKey]) -> dict[str, str]:
     """socket/path/timer -> the service it starts (`Service=` / `Unit=`, else the same name
     with .service), for the system units given: the partners a guard must not split."""
     found = {}
@@ -392,10 +397,10 @@ def read_triggers(root: Path, snapshot: Snapshot, units: Iterable[UnitKey]) -> d
     return found
 
 
-def _vendor_path(root: Path, name: str) -> str | None:
+def _vendor_path(root: Root, name: str) -> str | None:
     """The file systemd loads for a system unit: the admin's, else the vendor's."""
     for rel in (*ADMIN_DIRS[SYSTEM], *VENDOR_DIRS[SYSTEM]):
-        if (root / rel / name).is_file():
+        if os.path.isfile(os.path.join(root, rel, name)):
             return f"{rel}/{name}"
     return None
 

@@ -19,10 +19,9 @@ from .gate import PENDING, STATE_DIR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from os import PathLike
     from typing import Any
 
-    Root = str | PathLike[str]
+    from .host import Root
 
 __all__ = ["FORMAT_VERSION", "LAST_TRANSACTION", "PENDING", "STATE_DIR", "encode", "read_json", "state_dir",
            "write_encoded", "write_json"]

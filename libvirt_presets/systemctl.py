@@ -22,8 +22,9 @@ from .units import is_valid_unit_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from os import PathLike
     from typing import Sequence
+
+    from .host import Root
 
 SYSTEMCTL_TIMEOUT = 90.0
 SYSTEMCTL_ENV = "LIBVIRT_UNITS_SYSTEMCTL"
@@ -151,7 +152,7 @@ class Systemctl:
 
     __slots__ = ("root", "binary", "timeout", "calls", "unusable")
 
-    def __init__(self, root: str | PathLike[str] = "/", binary: str | None = None, timeout: float | None = None,
+    def __init__(self, root: Root = "/", binary: str | None = None, timeout: float | None = None,
                  calls: list[list[str]] | None = None, unusable: tuple[int, str] | None = None) -> None:
         self.root = root
         self.binary = default_binary() if binary is None else binary

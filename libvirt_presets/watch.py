@@ -15,17 +15,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Sequence
 
+    from .host import Root
+
 DONE = b"done\n"
-HOME = str(Path(__file__).resolve().parents[1])  # where this package is imported from
+HOME = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # where this package is imported from
 
 
-def start(root: Path, units: Sequence[str]) -> subprocess.Popen[bytes] | None:
+def start(root: Root, units: Sequence[str]) -> subprocess.Popen[bytes] | None:
     """Start the watcher for `units`; None if it cannot be started (no worse than before)."""
     try:
         return subprocess.Popen(
@@ -51,7 +52,7 @@ def release(watcher: subprocess.Popen[bytes] | None) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    root, units = Path(argv[0]), list(argv[1:])
+    root, units = argv[0], list(argv[1:])
     said = sys.stdin.buffer.read()  # until dnf writes DONE, or dies and the pipe closes
     if said == DONE:
         return 0

@@ -66,6 +66,19 @@ def test_a_package_with_unit_files_loads_the_core(host):
     assert_the_core_acted(root, result, "libvirt-daemon-log-9.1.0")
 
 
+def test_a_transaction_that_concerns_us_loads_only_what_it_uses(host):
+    """The cost of the transactions that do load the core (issue 16): no pathlib (it and the
+    ntpath it loads cost 4.5 M instructions), no `check` code, no guards on an installroot, and
+    no header reader when rpm's set holds every file list."""
+    root, repo = host
+    result = root.dnf("upgrade", "libvirt-daemon-log", repo=repo, env=IMPORTS)
+    assert_the_core_acted(root, result, "libvirt-daemon-log-9.1.0")
+    modules = imported(result.stderr)
+    assert {"pathlib", "ntpath"} & modules == set()
+    unused = {"checks", "guards", "headers", "markers", "watch", "commands", "cli"}
+    assert {f"libvirt_presets.{m}" for m in unused} & modules == set()
+
+
 def test_removing_a_package_with_unit_files_loads_the_core(host):
     """The outgoing package's files come from the rpmdb (hawkey), not from rpm's set."""
     root, repo = host

@@ -297,7 +297,7 @@ def test_a_unit_directory_symlinked_out_of_the_root_is_resolved_inside_it(root, 
     units.rmdir()
     target = str(outside) if how == "absolute" else "../../../../../../../../../../" + str(outside)
     os.symlink(target, units)
-    inside = resolve_in_root(root, UNITS)
+    inside = Path(resolve_in_root(root, UNITS))
     assert str(inside).startswith(str(root) + "/")
     inside.mkdir(parents=True)
     (inside / "inside.service").write_text("")

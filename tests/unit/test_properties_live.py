@@ -598,7 +598,7 @@ def build_root(base: Path, top_linked: bool, hazards: dict[str, str], present: d
                     "dangling": "/nonexistent-libvirt-units-test"}[hazard], top / subdir)
     for link, what in present.items():
         try:
-            parent = resolve_in_root(root, os.path.dirname(link))
+            parent = Path(resolve_in_root(root, os.path.dirname(link)))
         except OSError:
             continue  # a loop on the way
         if not str(parent).startswith(str(root / "etc/systemd") + "/"):
@@ -649,7 +649,7 @@ def test_restore_links_in_a_hostile_root_warns_never_writes_outside_and_is_idemp
         left = link_restores(wanted, scan_links(root), kept)
         assert {r.link for r in left} <= first.unrestorable
         for link in set(wanted) - first.unrestorable:
-            where = resolve_in_root(root, os.path.dirname(link)) / os.path.basename(link)  # as systemctl --root
+            where = Path(resolve_in_root(root, os.path.dirname(link)), os.path.basename(link))  # as systemctl --root
             assert os.readlink(where) == wanted[link]
         # a second run changes nothing and warns about the same links
         second = Outcome()
@@ -709,7 +709,7 @@ def test_apply_link_sets_the_link_or_raises_oserror_and_never_leaves_the_root(tm
                 event("apply_link: refused")
                 continue
             event("apply_link: done")
-            where = resolve_in_root(root, os.path.dirname(repair.link)) / os.path.basename(repair.link)
+            where = Path(resolve_in_root(root, os.path.dirname(repair.link)), os.path.basename(repair.link))
             if repair.target is None:
                 assert not os.path.lexists(where)
             else:
