@@ -169,18 +169,23 @@ def _matcher(globs: tuple[str, ...]) -> _Matcher:
 class Scope(Record):
     """Which units the plugin manages: globs over unit names (both system and user scope)."""
 
-    __slots__ = ("globs",)
+    __slots__ = ("globs", "_matcher")
     globs: tuple[str, ...]
+    _matcher: _Matcher | None  # a cache (records.py): made on the first question
 
     def __init__(self, globs: tuple[str, ...] = DEFAULT_UNIT_GLOBS) -> None:
         _set(self, "globs", globs)
+        _set(self, "_matcher", None)
 
     def __contains__(self, name: object) -> bool:
         if isinstance(name, UnitKey):
             name = name.name
         if not isinstance(name, str):
             return False
-        matcher = _matcher(self.globs)
+        matcher = self._matcher
+        if matcher is None:  # asked for every unit of every snapshot: no cache key to hash each time
+            matcher = _matcher(self.globs)
+            _set(self, "_matcher", matcher)
         if matcher.matches(name):
             return True
         template = template_of(name)
