@@ -32,6 +32,7 @@ import functools
 import os
 import re
 import stat
+from operator import itemgetter
 
 from .records import Record
 from .snapshot import resolve_in_root
@@ -98,22 +99,39 @@ _LINE = r"([^\n\r\0]*)(\n\r?\0?|\r\n?\0?|\0)?"
 _GLOB_CHARS = ("*", "?", "[")  # fnmatch's only special characters under FNM_NOESCAPE
 
 
-class PresetRule(Record):
-    """One `enable`/`disable`/`ignore` line, and where it is, so a decision can point at it."""
+class PresetRule(tuple[str, str, tuple[str, ...], str, int]):
+    """One `enable`/`disable`/`ignore` line, and where it is, so a decision can point at it.
 
-    __slots__ = ("action", "pattern", "instances", "path", "line")
-    action: str
-    pattern: str
-    instances: tuple[str, ...]
-    path: str
-    line: int
+    Made from the tuple of its fields, `PresetRule((action, pattern, instances, path, line))`,
+    as time.struct_time is: a root has hundreds of preset lines, and tuple's own constructor
+    makes a rule for a third of what a Record (five object.__setattr__ calls) or a `__new__`
+    written in Python costs. Compared and hashed as that tuple.
+    """
 
-    def __init__(self, action: str, pattern: str, instances: tuple[str, ...], path: str, line: int) -> None:
-        _set(self, "action", action)
-        _set(self, "pattern", pattern)
-        _set(self, "instances", instances)
-        _set(self, "path", path)
-        _set(self, "line", line)
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        def __new__(cls, fields: tuple[str, str, tuple[str, ...], str, int]) -> PresetRule: ...
+        @property
+        def action(self) -> str: ...
+        @property
+        def pattern(self) -> str: ...
+        @property
+        def instances(self) -> tuple[str, ...]: ...
+        @property
+        def path(self) -> str: ...
+        @property
+        def line(self) -> int: ...
+    else:
+        action = property(itemgetter(0), doc="enable, disable or ignore")
+        pattern = property(itemgetter(1), doc="the unit name or glob; empty for a bare verb")
+        instances = property(itemgetter(2), doc="the instances listed after a template's name")
+        path = property(itemgetter(3), doc="the preset file, as a path inside the root")
+        line = property(itemgetter(4), doc="the line's number in that file, from 1")
+
+    def __repr__(self) -> str:
+        return (f"PresetRule(action={self[0]!r}, pattern={self[1]!r}, instances={self[2]!r}, path={self[3]!r}, "
+                f"line={self[4]!r})")
 
     def __str__(self) -> str:
         words = " ".join((self.action, self.pattern, *self.instances)).rstrip()
@@ -360,7 +378,7 @@ def _parse(text: str, path: str, version: Callable[[], int]) -> tuple[list[Prese
         if not line or line[0] in "#;":
             continue
         rule, problem = _parse_line(line, path, number, version)
-        if rule:
+        if rule is not None:
             rules.append(rule)
         if problem:
             problems.append(f"{path}:{number}: {problem}")
@@ -386,40 +404,36 @@ def _lines(text: str) -> list[str]:
 
 
 def _parse_line(line: str, path: str, number: int, version: Callable[[], int]) -> tuple[PresetRule | None, str]:
-    argument = _after_word(line, ENABLE)
-    if argument is not None:
+    # systemd's first_word(): the verb ends at the first whitespace; the line is stripped and
+    # ends at "\n" and "\r", so only " " and "\t" are left of its whitespace. One partition
+    # finds the verb (a tab in what precedes the first space came first), rather than trying
+    # each verb in turn.
+    verb, _, argument = line.partition(" ")
+    if "\t" in verb:
+        verb, _, argument = line.partition("\t")
+    argument = argument.lstrip(_WHITESPACE)
+    if verb == ENABLE:
         if not argument:
-            return PresetRule(ENABLE, "", (), path, number), BARE_ENABLE
-        # the line is stripped, and only " " and "\t" are left of systemd's whitespace in it
+            return PresetRule((ENABLE, "", (), path, number)), BARE_ENABLE
+        if " " not in argument and "\t" not in argument:
+            return PresetRule((ENABLE, argument, (), path, number)), ""  # one name: the usual line
         name, *instances = [word for word in argument.replace("\t", " ").split(" ") if word]
         if instances and not _is_unit_name(name, template=True):
             return None, NOT_A_TEMPLATE.format(name=name)
-        return PresetRule(ENABLE, name, tuple(instances), path, number), ""
-    argument = _after_word(line, DISABLE)
-    if argument is not None:
+        return PresetRule((ENABLE, name, tuple(instances), path, number)), ""
+    if verb == DISABLE:
         # systemd keeps the whole rest of the line as the pattern, spaces included.
-        return PresetRule(DISABLE, argument, (), path, number), ""
-    argument = _after_word(line, IGNORE)
-    if argument is not None:
+        return PresetRule((DISABLE, argument, (), path, number)), ""
+    if verb == IGNORE:
         if version() < IGNORE_VERB_SINCE:
             return None, IGNORE_VERB.format(version=version(), line=_shown(line))
         # Parsed like `disable`: the rest of the line is the pattern; empty matches nothing.
-        return PresetRule(IGNORE, argument, (), path, number), ""
+        return PresetRule((IGNORE, argument, (), path, number)), ""
     return None, BAD_LINE.format(line=_shown(line))
 
 
 def _shown(line: str) -> str:
     return repr(line if len(line) <= 80 else line[:77] + "...")
-
-
-def _after_word(line: str, word: str) -> str | None:
-    """systemd's first_word(): `word` then whitespace or the end; what follows it, or None."""
-    if not line.startswith(word):
-        return None
-    rest = line[len(word):]
-    if rest and rest[0] not in _WHITESPACE:
-        return None
-    return rest.lstrip(_WHITESPACE)
 
 
 def _byte_length(text: str) -> int:

@@ -73,7 +73,7 @@ def test_reason_names_the_line() -> None:
     path = f"{VENDOR}/80-libvirt.preset"
     decision = rules_of("# libvirt\n\nenable virtproxyd.socket\n", path).decide("virtproxyd.socket")
     assert decision.reason == f"`enable virtproxyd.socket` in {path}:3"
-    assert decision.rule == PresetRule("enable", "virtproxyd.socket", (), path, 3)
+    assert decision.rule == PresetRule(("enable", "virtproxyd.socket", (), path, 3))
 
 
 def test_star_and_question_mark_cross_at_and_dot() -> None:
@@ -405,6 +405,47 @@ MATCHER_NAMES = st.one_of(UNIT_NAMES, st.text(alphabet="[]!^-*?.\\abz@", max_siz
 @given(st.lists(MATCHER_PIECES, max_size=6).map("".join), MATCHER_NAMES)
 def test_pattern_matcher_agrees_with_glob_match(pattern: str, name: str) -> None:
     assert presets_module._matcher(pattern)(name) == glob_match(pattern, name)
+
+
+def _first_word(line: str, word: str) -> str | None:
+    """systemd's first_word() for one verb: what follows `word` and whitespace, or None."""
+    if not line.startswith(word):
+        return None
+    rest = line[len(word):]
+    if rest and rest[0] not in " \t\n\r":
+        return None
+    return rest.lstrip(" \t\n\r")
+
+
+def parse_line_verb_by_verb(line: str, version: int) -> tuple[PresetRule | None, str]:
+    """How the parser read a stripped line before it split off the verb with one partition."""
+    argument = _first_word(line, "enable")
+    if argument is not None:
+        if not argument:
+            return PresetRule(("enable", "", (), "/p", 1)), BARE_ENABLE
+        name, *instances = [word for word in argument.replace("\t", " ").split(" ") if word]
+        if instances and not presets_module._is_unit_name(name, template=True):
+            return None, f"instance names after {name!r}, which is not a template; systemd ignores this line"
+        return PresetRule(("enable", name, tuple(instances), "/p", 1)), ""
+    for verb in ("disable", "ignore"):
+        argument = _first_word(line, verb)
+        if argument is None:
+            continue
+        if verb == "ignore" and version < 254:
+            return None, presets_module.IGNORE_VERB.format(version=version, line=presets_module._shown(line))
+        return PresetRule((verb, argument, (), "/p", 1)), ""
+    return None, presets_module.BAD_LINE.format(line=presets_module._shown(line))
+
+
+VERB_LINE = st.lists(st.sampled_from(["enable", "disable", "ignore", "enablex", " ", "\t", "  \t ", "\x0b",
+                                      "\xa0", "a.service", "b@.socket", "b@", "x", "*", "\\"]),
+                     min_size=1, max_size=7).map("".join)
+
+
+@given(VERB_LINE, st.sampled_from([252, 262]))
+def test_line_parser_agrees_with_trying_each_verb(line: str, version: int) -> None:
+    line = line.strip(" \t\n\r")
+    assert presets_module._parse_line(line, "/p", 1, lambda: version) == parse_line_verb_by_verb(line, version)
 
 
 LINE_TEXT = st.lists(st.sampled_from([*"ab \t#\n\r\0", "enable ", "disable "]), max_size=20).map("".join)
