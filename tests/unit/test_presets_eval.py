@@ -464,6 +464,17 @@ def test_line_split_agrees_with_read_line(text: str) -> None:
     assert presets_module._lines(text) == want
 
 
+def first_match_trying_every_rule(presets: PresetSet, unit: str) -> PresetDecision:
+    """systemd's query_presets(): every rule in order, each with glob_match."""
+    for rule in presets.rules:
+        if rule.action == "enable" and not rule.pattern:
+            return PresetDecision(unit, "ignore", rule, problem=f"{rule}: {BARE_ENABLE}")
+        instances = presets_module._instances_matched(rule, unit)
+        if instances is not None or glob_match(rule.pattern, unit):
+            return PresetDecision(unit, rule.action, rule, (instances or ()) if rule.action == "enable" else ())
+    return PresetDecision(unit, "enable", None)
+
+
 @given(st.lists(LINES, max_size=8), st.lists(MATCHER_NAMES.filter(presets_module._is_unit_name), min_size=1,
                                              max_size=4))
 def test_decisions_agree_with_trying_every_rule_with_glob_match(lines: list[str], units: list[str]) -> None:
@@ -473,16 +484,32 @@ def test_decisions_agree_with_trying_every_rule_with_glob_match(lines: list[str]
             words = re.split(r"[ \t]+", rule.pattern + "".join(" " + i for i in rule.instances))
             assert [rule.pattern, *rule.instances] == words
     for unit in units:
-        want = PresetDecision(unit, "enable", None)
-        for rule in presets.rules:
-            if rule.action == "enable" and not rule.pattern:
-                want = PresetDecision(unit, "ignore", rule, problem=f"{rule}: {BARE_ENABLE}")
-                break
-            instances = presets_module._instances_matched(rule, unit)
-            if instances is not None or glob_match(rule.pattern, unit):
-                want = PresetDecision(unit, rule.action, rule, (instances or ()) if rule.action == "enable" else ())
-                break
-        assert presets.decide(unit) == want
+        assert presets.decide(unit) == first_match_trying_every_rule(presets, unit)
+
+
+# Lines as real preset files have them, over few names, so that names repeat, globs and
+# templates with instances cover some of them, and the unit asked about is often named.
+FEW_UNITS = st.sampled_from(["a.service", "b.socket", "a-tcp.socket", "t@.service", "t@x.service", "t@y.service",
+                             "u@.socket", "u@x.socket"])
+PRESET_LINE = st.one_of(
+    st.builds("{} {}".format, st.sampled_from(["enable", "disable", "ignore"]), FEW_UNITS),
+    st.builds("{} {}".format, st.sampled_from(["enable", "disable", "ignore"]),
+              st.sampled_from(["*", "*-tcp.socket", "a.*", "t@*.service", "?.socket", "[ab].service", "*@x.*"])),
+    st.sampled_from(["enable t@.service x", "enable t@.service y z", "enable u@.socket x", "enable", "disable",
+                     "enable a.service b", "# a comment"]),
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(PRESET_LINE, max_size=12), st.lists(FEW_UNITS, min_size=1, max_size=4), st.booleans())
+def test_indexed_decisions_agree_with_trying_every_rule(lines: list[str], units: list[str], again: bool) -> None:
+    """decide() looks up the first rule naming the unit and tries only the rules that can match
+    other names: the same decision as trying every rule, also on a set's later decisions."""
+    presets = rules_of("\n".join(lines), version=262)
+    if again:
+        presets.decide("b.socket")  # the index made before the decisions compared
+    for unit in units:
+        assert presets.decide(unit) == first_match_trying_every_rule(presets, unit)
 
 
 def test_version_is_read_only_when_a_rule_depends_on_it(tmp_path: Path) -> None:
