@@ -62,11 +62,9 @@ def row_json(row: UnitPlan, extra: dict[str, Any] | None = None) -> dict[str, An
 
 def plan_json(plan: Plan, command: str, root: str, enablement: dict[str, str] | None = None,
               transaction: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    if enablement:
-        units = [row_json(r, {"enablement": enablement[str(r.unit)]} if str(r.unit) in enablement else None)
-                 for r in plan.rows]
-    else:  # a transaction's record: no unit's name to format
-        units = [row_json(r) for r in plan.rows]
+    # a transaction's record has no enablement: no unit's name is formatted then
+    units = [row_json(r, {"enablement": enablement[str(r.unit)]} if enablement and str(r.unit) in enablement
+                      else None) for r in plan.rows]
     return {"command": command, "root": root, "transaction": list(transaction), "units": units,
             "problems": [], "guards": list(plan.live.guard)}
 

@@ -81,9 +81,8 @@ UNKNOWN = -2  # not asked (the root itself), or lstat() failed otherwise: ask os
 
 
 class InRoot:
-    """resolve_in_root() for the callers that run per directory or per link: strings, not Path
-    objects (building one costs more than the resolving), and lstat() asked once per path (a
-    snapshot resolves 11 directories that share most of their parts)."""
+    """resolve_in_root() for the callers that run per directory or per link: lstat() asked once
+    per path (a snapshot resolves 11 directories that share most of their parts)."""
 
     __slots__ = ("root", "prefix", "modes")
 
